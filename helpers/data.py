@@ -1,0 +1,109 @@
+"""Offline datasets from ``data/``, each checked against ``data/SHA256SUMS`` before use."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from helpers import REPO_ROOT
+from helpers.seed import seed_worker
+
+DATA_DIR: Path = REPO_ROOT / "data"
+REGENERATE_HINT = "regenerate it with `python data/make_datasets.py` (see data/README.md)"
+
+
+class DataFileError(RuntimeError):
+    """A data file is missing, unlisted or does not match its checksum."""
+
+
+def expected_checksums(data_dir: Path = DATA_DIR) -> dict[str, str]:
+    """File name -> SHA-256 as listed in ``data_dir/SHA256SUMS``."""
+    sums_file = data_dir / "SHA256SUMS"
+    if not sums_file.is_file():
+        raise DataFileError(f"Checksum list {sums_file} is missing; {REGENERATE_HINT}.")
+    sums: dict[str, str] = {}
+    for line in sums_file.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*")] = digest
+    return sums
+
+
+def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:
+    """Path of ``data_dir/name`` after checking it exists and matches its listed SHA-256."""
+    path = data_dir / name
+    sums = expected_checksums(data_dir)
+    if name not in sums:
+        raise DataFileError(f"{name} is not listed in {data_dir / 'SHA256SUMS'}; {REGENERATE_HINT}.")
+    if not path.is_file():
+        raise DataFileError(f"Data file {path} is missing; {REGENERATE_HINT}.")
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != sums[name]:
+        raise DataFileError(
+            f"Data file {path} does not match its checksum (expected {sums[name][:12]}…, "
+            f"got {actual[:12]}…): the file is corrupt or was edited; {REGENERATE_HINT}."
+        )
+    return path
+
+
+def load_digits(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """The 8x8 digits (1797 images): pixels scaled to [0, 1] as float32 (N, 64), labels int64 (N,)."""
+    frame = pd.read_csv(verified_path("digits.csv", data_dir))
+    pixels = frame.drop(columns="label").to_numpy(dtype=np.float32) / 16.0
+    return pixels, frame["label"].to_numpy(dtype=np.int64)
+
+
+def load_surnames(data_dir: Path = DATA_DIR) -> pd.DataFrame:
+    """Surnames with their country of origin (columns ``surname``, ``country``); imbalanced."""
+    return pd.read_csv(verified_path("surnames.csv", data_dir), keep_default_na=False)
+
+
+def split_indices(
+    n: int, val_fraction: float, seed: int, stratify: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train/validation index arrays (stratified by ``stratify`` when given)."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    train_idx, val_idx = train_test_split(
+        np.arange(n), test_size=val_fraction, random_state=seed, stratify=stratify
+    )
+    return train_idx, val_idx
+
+
+def digits_loaders(
+    batch_size: int,
+    seed: int,
+    val_fraction: float = 0.25,
+    n_train: int | None = None,
+    num_workers: int = 0,
+) -> tuple[DataLoader, DataLoader]:
+    """Train and validation DataLoaders over the digits, stratified, shuffled by ``seed`` only.
+
+    ``n_train`` keeps only the first ``n_train`` training samples (for quick experiments).
+    """
+    pixels, labels = load_digits()
+    train_idx, val_idx = split_indices(len(labels), val_fraction, seed, stratify=labels)
+    if n_train is not None:
+        train_idx = train_idx[:n_train]
+    generator = torch.Generator().manual_seed(seed)
+
+    def subset(indices: np.ndarray) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(pixels[indices]), torch.from_numpy(labels[indices]))
+
+    train_loader = DataLoader(
+        subset(train_idx),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+    )
+    val_loader = DataLoader(subset(val_idx), batch_size=256, shuffle=False)
+    return train_loader, val_loader
