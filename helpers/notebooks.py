@@ -38,25 +38,23 @@ def stub_source(solution: str) -> str:
     Top-level functions keep their signature and docstring and raise ``NotImplementedError``;
     top-level assignments become ``name = None``; anything else (loops, prints) is dropped.
     """
-    tree = ast.parse(solution)
-    body: list[ast.stmt] = []
-    for node in tree.body:
+    lines = [STUB_HEADER]
+    for node in ast.parse(solution).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
-            body.append(node)
+            lines.append(ast.unparse(node))
         elif isinstance(node, ast.FunctionDef):
             stub = copy.deepcopy(node)
             docstring = ast.get_docstring(node)
             raise_stmt = ast.parse('raise NotImplementedError("Exercise: write this function.")').body
             stub.body = ([ast.Expr(ast.Constant(docstring))] if docstring else []) + raise_stmt
-            body.append(stub)
+            lines.append(ast.unparse(ast.fix_missing_locations(stub)))
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 for name in ast.walk(target):
                     if isinstance(name, ast.Name):
-                        body.append(ast.parse(f"{name.id} = None  # your answer").body[0])
-    module = ast.Module(body=body, type_ignores=[])
-    return STUB_HEADER + "\n" + ast.unparse(ast.fix_missing_locations(module)) + "\n"
+                        lines.append(f"{name.id} = None  # your answer")
+    return "\n".join(lines) + "\n"
 
 
 def student_copy(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -103,7 +101,8 @@ def check_exercises(path: Path, timeout_s: int = 300) -> list[ExerciseOutcome]:
     notebook = nbformat.read(path, as_version=4)
     setup = [c for c in notebook.cells if c.cell_type == "code"
              and (has_tag(c, "setup") or has_tag(c, "parameters"))]
-    plan: list[nbformat.NotebookNode] = [copy.deepcopy(c) for c in setup]
+    fresh = nbformat.v4.new_code_cell  # a new cell id each time: repeated cells stay valid
+    plan: list[nbformat.NotebookNode] = [fresh(c.source) for c in setup]
     roles: list[tuple[str, int]] = [("setup", -1)] * len(plan)
     solutions: list[nbformat.NotebookNode] = []
     for index, cell in enumerate(notebook.cells):
@@ -115,14 +114,14 @@ def check_exercises(path: Path, timeout_s: int = 300) -> list[ExerciseOutcome]:
             if not solutions:
                 raise ValueError(f"{path.name}: check cell {index} has no solution cell before it.")
             for solution in solutions:
-                plan.append(nbformat.v4.new_code_cell(stub_source(solution.source)))
+                plan.append(fresh(stub_source(solution.source)))
                 roles.append(("stub", index))
-            plan.append(copy.deepcopy(cell))
+            plan.append(fresh(cell.source))
             roles.append(("check-stub", index))
             for solution in solutions:
-                plan.append(copy.deepcopy(solution))
+                plan.append(fresh(solution.source))
                 roles.append(("solution", index))
-            plan.append(copy.deepcopy(cell))
+            plan.append(fresh(cell.source))
             roles.append(("check-solution", index))
             solutions = []
     trial = nbformat.v4.new_notebook(cells=plan, metadata=notebook.metadata)

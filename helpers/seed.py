@@ -32,8 +32,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> torch.Generator:
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` for DataLoader: seeds NumPy and ``random`` from the worker's torch seed.
 
-    PyTorch already gives each worker a distinct torch seed; without this, NumPy and ``random``
-    would be copies of the parent's state and every worker would draw the same "random" numbers.
+    Each worker's torch seed is ``base_seed + worker_id``, and the base seed comes from the
+    loader's ``generator``. PyTorch >= 1.9 also reseeds NumPy and ``random`` in workers; this
+    function (from the PyTorch reproducibility notes) makes that explicit and independent of the
+    version, so worker randomness depends on the loader's generator alone.
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)

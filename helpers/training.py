@@ -230,7 +230,8 @@ def fit(
         row = {"epoch": epoch, **train_stats, **{f"val_{k}": v for k, v in val_stats.items()},
                "lr": lr, "seconds": time.perf_counter() - started}
         result.history.append(row)
-        epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{monitor: f"{val_stats[monitor]:.3f}"})
+        epoch_bar.set_postfix(train_loss=f"{row['train_loss']:.3f}",
+                              **{f"val_{monitor}": f"{val_stats[monitor]:.3f}"})
 
         score = val_stats[monitor]
         improved = result.best_score is None or (

@@ -1,0 +1,60 @@
+import shutil
+
+import pytest
+
+from helpers import data
+
+
+def test_digits_load_and_match_their_checksum():
+    pixels, labels = data.load_digits()
+    assert pixels.shape == (1797, 64)
+    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_surnames_are_naturally_imbalanced():
+    frame = data.load_surnames()
+    counts = frame["country"].value_counts()
+    assert list(frame.columns) == ["surname", "country"]
+    assert counts.max() / counts.min() >= 20
+    assert frame["surname"].str.len().min() > 0
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    for name in ("SHA256SUMS", "digits.csv"):
+        shutil.copy(data.DATA_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def test_corrupt_file_gives_a_clear_error(data_copy):
+    with (data_copy / "digits.csv").open("a") as handle:
+        handle.write("0\n")
+    with pytest.raises(data.DataFileError, match=r"digits\.csv does not match its checksum.*make_datasets"):
+        data.load_digits(data_copy)
+
+
+def test_missing_file_gives_a_clear_error(data_copy):
+    (data_copy / "digits.csv").unlink()
+    with pytest.raises(data.DataFileError, match=r"digits\.csv is missing.*make_datasets"):
+        data.load_digits(data_copy)
+
+
+def test_unlisted_file_gives_a_clear_error(data_copy):
+    sums = data_copy / "SHA256SUMS"
+    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "surnames" not in line))
+    with pytest.raises(data.DataFileError, match="not listed"):
+        data.load_surnames(data_copy)
+
+
+def test_digits_loaders_are_stratified_and_reproducible():
+    train_a, val_a = data.digits_loaders(batch_size=32, seed=3)
+    train_b, _ = data.digits_loaders(batch_size=32, seed=3)
+    first_a = next(iter(train_a))[1].tolist()
+    assert first_a == next(iter(train_b))[1].tolist()
+    n_train, n_val = len(train_a.dataset), len(val_a.dataset)
+    assert n_train + n_val == 1797
+    val_labels = val_a.dataset.tensors[1]
+    assert val_labels.bincount().min() >= 40  # each digit is ~10% of 450
+    with pytest.raises(ValueError, match="val_fraction"):
+        data.split_indices(10, 1.5, seed=0)
