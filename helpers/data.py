@@ -54,8 +54,8 @@ def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:
 def load_digits(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
     """The 8x8 digits (1797 images): pixels scaled to [0, 1] as float32 (N, 64), labels int64 (N,)."""
     frame = pd.read_csv(verified_path("digits.csv", data_dir))
-    pixels = frame.drop(columns="label").to_numpy(dtype=np.float32) / 16.0
-    return pixels, frame["label"].to_numpy(dtype=np.int64)
+    pixels = frame.drop(columns="label").to_numpy(dtype=np.float32, copy=True) / 16.0
+    return pixels, frame["label"].to_numpy(dtype=np.int64, copy=True)
 
 
 def load_surnames(data_dir: Path = DATA_DIR) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 A notebook calls ``record("name", value)``. Under ``make run`` the runner sets
 ``COURSE_RESULTS_FILE`` and each record is appended there as one JSON line; in JupyterLab or
-under nbval nothing is written and the value is simply returned.
+under nbval nothing is written. It returns nothing, so it never adds an output to a cell.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ RESULTS_ENV = "COURSE_RESULTS_FILE"
 Scalar = bool | int | float | str
 
 
-def record(name: str, value: Scalar) -> Scalar:
-    """Record one key result (a bool, number or short string) and return it unchanged."""
+def record(name: str, value: Scalar) -> None:
+    """Record one key result (a bool, number or short string) for the course report."""
     if not isinstance(value, bool | int | float | str):
         raise TypeError(f"record({name!r}, ...) takes a bool, int, float or str, got {type(value)}.")
     if isinstance(value, float):
@@ -25,7 +25,6 @@ def record(name: str, value: Scalar) -> Scalar:
     if target:
         with Path(target).open("a") as handle:
             handle.write(json.dumps({"name": name, "value": value}) + "\n")
-    return value
 
 
 def read_results(path: str | Path) -> dict[str, Scalar]:

@@ -3,9 +3,10 @@ import pytest
 from helpers import report
 
 
-def test_record_without_runner_only_returns(monkeypatch, tmp_path):
+def test_record_without_runner_writes_nothing(monkeypatch, tmp_path):
     monkeypatch.delenv(report.RESULTS_ENV, raising=False)
-    assert report.record("answer", 42) == 42
+    monkeypatch.chdir(tmp_path)
+    assert report.record("answer", 42) is None
     assert list(tmp_path.iterdir()) == []
 
 
