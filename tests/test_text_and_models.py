@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from helpers.models import GRUClassifier, TransformerClassifier
+from helpers.text import PAD, UNK, CharVocab, encode_padded
+
+
+def test_vocab_is_order_independent_and_reserves_pad_and_unk():
+    a = CharVocab.from_texts(["Kim", "Lee"])
+    b = CharVocab.from_texts(["Lee", "Kim"])
+    assert a == b
+    assert len(a) == len(set("KimLee")) + 2
+    assert a.encode("Kz")[1] == UNK
+    assert PAD not in a.encode("Kim")
+
+
+def test_encode_padded_pads_truncates_and_reports_lengths():
+    vocab = CharVocab.from_texts(["abc"])
+    tokens, lengths = encode_padded(["ab", "abcabc"], vocab, max_len=4)
+    assert tokens.tolist() == [[2, 3, PAD, PAD], [2, 3, 4, 2]]
+    assert lengths.tolist() == [2, 4]
+    with pytest.raises(ValueError, match="empty"):
+        encode_padded([""], vocab, 4)
+
+
+@pytest.mark.parametrize("model_cls", [GRUClassifier, TransformerClassifier])
+def test_padding_does_not_change_the_prediction(model_cls):
+    torch.manual_seed(0)
+    kwargs = {"max_len": 8} if model_cls is TransformerClassifier else {}
+    model = model_cls(vocab_size=6, n_classes=3, **kwargs).eval()
+    short = torch.tensor([[2, 3, 4]])
+    padded = torch.tensor([[2, 3, 4, PAD, PAD, PAD]])
+    with torch.no_grad():
+        assert torch.allclose(model(short), model(padded), atol=1e-5)
+        assert model(torch.randint(2, 6, (5, 8))).shape == (5, 3)
