@@ -71,6 +71,7 @@ notebooks: $(STAMP)
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
+execute: export COURSE_QUIET := 1
 execute: $(STAMP)  ## re-execute notebooks in place (CPU defaults) and strip run metadata
 	@for nb in $(or $(NB),$(NOTEBOOKS)); do \
 	  echo "executing $$nb"; \

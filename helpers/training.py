@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,18 @@ def _to_device(batch: Iterable[torch.Tensor], device: torch.device) -> list[torc
 
 def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=enabled)
+
+
+def _groups(batches: Iterable, size: int) -> Iterator[list]:
+    """Consecutive groups of ``size`` batches (the last group may be shorter)."""
+    group = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def evaluate(
@@ -101,14 +113,15 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean training loss and mean gradient norm.
 
-    With ``accumulation_steps = k`` the optimizer steps once every k batches, each batch's loss
-    divided by the number of batches in its group, so k equal micro-batches give the same update
-    as one batch k times larger. ``scheduler`` (if given) is stepped after every optimizer step.
+    With ``accumulation_steps = k`` the optimizer steps once every k batches (and once more for
+    a shorter last group). Each batch's mean loss is weighted by its share of the group's
+    samples, so the accumulated gradient equals that of one batch holding the whole group —
+    exactly, even when the last batch is smaller. ``loss_fn`` must average over the batch.
+    ``scheduler`` (if given) is stepped after every optimizer step.
     """
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}.")
-    n_batches = len(loader)
-    if n_batches == 0:
+    if len(loader) == 0:
         raise ValueError(
             "The training loader yields no batches: is the dataset empty, or is drop_last=True "
             "with fewer samples than one batch?"
@@ -116,31 +129,30 @@ def train_one_epoch(
     model.train()
     optimizer.zero_grad(set_to_none=True)
     total_loss, n_seen, grad_norms = 0.0, 0, []
-    for index, (inputs, labels) in enumerate(loader):
-        inputs, labels = _to_device((inputs, labels), device)
-        group_start = index - index % accumulation_steps
-        group_size = min(accumulation_steps, n_batches - group_start)
-        with _autocast(device, amp):
-            loss = loss_fn(model(inputs), labels)
-        scaled = loss / group_size
-        (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total_loss += loss.item() * len(labels)
-        n_seen += len(labels)
-        if index - group_start + 1 == group_size:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            norm = nn.utils.clip_grad_norm_(
-                model.parameters(), max_grad_norm if max_grad_norm is not None else math.inf
-            )
-            grad_norms.append(norm.item())
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
+    for group in _groups(loader, accumulation_steps):
+        group_samples = sum(len(labels) for _, labels in group)
+        for inputs, labels in group:
+            inputs, labels = _to_device((inputs, labels), device)
+            with _autocast(device, amp):
+                loss = loss_fn(model(inputs), labels)
+            scaled = loss * (len(labels) / group_samples)
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            total_loss += loss.item() * len(labels)
+            n_seen += len(labels)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        norm = nn.utils.clip_grad_norm_(
+            model.parameters(), max_grad_norm if max_grad_norm is not None else math.inf
+        )
+        grad_norms.append(norm.item())
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
     return {"train_loss": total_loss / n_seen, "grad_norm": float(np.mean(grad_norms))}
 
 
@@ -201,6 +213,8 @@ def fit(
         if scaler is not None and state["scaler"] is not None:
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         loader_generator = getattr(train_loader, "generator", None)
         if loader_generator is not None and state["rng"]["loader"] is not None:
             loader_generator.set_state(state["rng"]["loader"])
@@ -261,6 +275,7 @@ def fit(
                     "rng": {
                         "torch": torch.get_rng_state(),
                         "loader": loader_generator.get_state() if loader_generator else None,
+                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                     },
                     "epoch": epoch,
                     "config": config,

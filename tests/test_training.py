@@ -47,6 +47,18 @@ def test_accumulation_over_k_micro_batches_equals_one_big_batch(k):
     assert max_param_diff(big, plain) > 1e-3
 
 
+def test_accumulation_is_exact_with_a_short_last_micro_batch():
+    data = toy_data(20)  # micro-batches of 8, 8 and 4 accumulated = one batch of 20
+    big, small = mlp(), mlp()
+    opt_big = torch.optim.SGD(big.parameters(), lr=0.5)
+    opt_small = torch.optim.SGD(small.parameters(), lr=0.5)
+    train_one_epoch(big, DataLoader(data, batch_size=20), opt_big, torch.device("cpu"),
+                    nn.CrossEntropyLoss())
+    train_one_epoch(small, DataLoader(data, batch_size=8), opt_small, torch.device("cpu"),
+                    nn.CrossEntropyLoss(), accumulation_steps=3)
+    assert max_param_diff(big, small) <= 1e-6
+
+
 def test_clipping_bounds_the_update_and_reports_the_raw_norm():
     data = toy_data(32)
     model = mlp()
