@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	@if ! $(BIN)/python -c 'import torch' 2>/dev/null; then \
 	  echo "Installing $(TORCH_CPU_SPEC) (CPU build)"; \
 	  $(BIN)/pip install -q $(TORCH_CPU_SPEC) 2>&1 | grep -v 'is ignored' || true; \
-	  $(BIN)/python -c 'import torch' ; \
+	  $(BIN)/python -c 'import torch' 2>/dev/null; \
 	fi
 	@echo "Installing the course package and its dependencies into $(VENV)"
 	@$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v 'is ignored' || true
@@ -59,7 +59,7 @@ run: $(STAMP)  ## execute every notebook with papermill (PROFILE=cpu|gpu) and wr
 test: lint unit notebooks  ## ruff, pytest on tests/, nbval on notebooks/
 
 lint: $(STAMP)
-	$(BIN)/ruff check helpers tests benchmarks data notebooks
+	$(BIN)/ruff check $(wildcard helpers tests benchmarks data notebooks)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -n 2
