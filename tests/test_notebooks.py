@@ -37,6 +37,23 @@ def test_notebook_is_committed_executed_and_clean(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(path: Path):
+    import ast
+
+    import papermill
+
+    notebook = nbformat.read(path, as_version=4)
+    cell = next(c for c in notebook.cells if has_tag(c, "parameters"))
+    assigned = {target.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)}
+    declared = set(papermill.inspect_notebook(str(path)))
+    assert assigned <= declared, (
+        f"papermill cannot read {sorted(assigned - declared)} (a comment with '=' or quotes on "
+        "the line?): a profile could not override them"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_exercises_fail_on_the_stub_and_pass_on_the_solution(path: Path):
     notebook = nbformat.read(path, as_version=4)
     solutions = [c for c in notebook.cells if has_tag(c, "solution")]
