@@ -16,13 +16,7 @@ from helpers.cartpole import (
     policy_output,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_step(x, x_dot, theta, theta_dot, force):

@@ -36,13 +36,7 @@ from helpers.gan import (
 X = np.linspace(-12, 12, 24001)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster and avoids oversubscribing shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DX = X[1] - X[0]
 
 
