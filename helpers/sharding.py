@@ -1,0 +1,318 @@
+"""Tensor parallelism and fully sharded data parallelism (FSDP2) on a device mesh.
+
+Both split the *parameters* of every layer over the ranks, unlike a pipeline (which splits
+the layers) or DDP (which splits only the data):
+
+- **tensor parallelism** (Megatron-LM): each MLP block's first linear layer is split by output
+  columns (``ColwiseParallel``), its second by input rows (``RowwiseParallel``); every rank
+  sees the same batch and one all-reduce per block joins the partial outputs;
+- **FSDP2** (``torch.distributed.fsdp.fully_shard``, ZeRO-3): each rank stores 1/W of every
+  parameter, all-gathers a block's parameters just before using them, and reduce-scatters the
+  gradients; every rank sees a different slice of the batch, as in DDP.
+
+The pieces:
+
+- :class:`BlockMLP`, :func:`make_block_mlp`, :func:`tensor_parallel_plan`;
+- :func:`parameter_bytes` (what this rank holds: the local shard of a ``DTensor``, a
+  gathered block in full) and :func:`full_parameter_bytes`;
+- :class:`CollectiveCounter`: which collectives run, how many, how many bytes;
+- workers for :func:`helpers.distributed.launch`: :func:`tensor_parallel_equivalence`,
+  :func:`fsdp_equivalence`, and :func:`sharding_demo` (both in one job), each proving that a
+  few SGD steps give the same losses, gradients and parameters as one process.
+
+Everything runs on CPU process groups (gloo) as well as on GPUs (NCCL): the mesh's device type
+follows :func:`helpers.distributed.current_device`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers.distributed import current_device
+
+
+class BlockMLP(nn.Module):
+    """``embed`` -> residual MLP blocks ``h + W2 gelu(W1 h)`` -> ``head`` (a Transformer's MLP part)."""
+
+    def __init__(self, in_features: int, dim: int, hidden: int, n_blocks: int, classes: int) -> None:
+        super().__init__()
+        self.embed = nn.Linear(in_features, dim)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+            for _ in range(n_blocks))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+@dataclass(frozen=True)
+class ShardingJob:
+    """The model, data and optimisation of the tensor-parallel and FSDP proofs.
+
+    ``batch`` is the global batch: tensor parallelism gives all of it to every rank, FSDP a
+    ``batch / W`` slice to each.
+    """
+
+    in_features: int = 32
+    dim: int = 64
+    hidden: int = 256
+    n_blocks: int = 2
+    classes: int = 10
+    batch: int = 16
+    steps: int = 3
+    lr: float = 0.1
+    seed: int = 0
+
+
+def make_block_mlp(job: ShardingJob) -> BlockMLP:
+    """The job's model, seeded (every rank builds the same weights)."""
+    torch.manual_seed(job.seed)
+    return BlockMLP(job.in_features, job.dim, job.hidden, job.n_blocks, job.classes)
+
+
+def make_data(job: ShardingJob) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded global batch (inputs, labels), the same on every rank."""
+    g = torch.Generator().manual_seed(job.seed + 1)
+    x = torch.randn(job.batch, job.in_features, generator=g)
+    y = torch.randint(0, job.classes, (job.batch,), generator=g)
+    return x, y
+
+
+def tensor_parallel_plan(model: BlockMLP) -> dict[str, Any]:
+    """Megatron's MLP split: first linear of each block column-wise, second row-wise.
+
+    ``embed`` and ``head`` stay whole (replicated) on every rank.
+    """
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    plan: dict[str, Any] = {}
+    for index in range(len(model.blocks)):
+        plan[f"blocks.{index}.0"] = ColwiseParallel()
+        plan[f"blocks.{index}.2"] = RowwiseParallel()
+    return plan
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def parameter_bytes(module: nn.Module) -> int:
+    """Bytes of parameters this rank holds right now (for a ``DTensor``, only its local shard).
+
+    FSDP2 swaps a module's registered parameters between sharded ``DTensor``s and gathered
+    plain tensors, so called during a forward this counts the gathered block in full.
+    """
+    return sum(_local(p).numel() * p.element_size() for p in module.parameters())
+
+
+def full_parameter_bytes(module: nn.Module) -> int:
+    """Bytes of the whole model's parameters (the global shape of each ``DTensor``)."""
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+_COLLECTIVE_NAMESPACES = ("c10d", "_c10d_functional")
+_NOT_COLLECTIVES = ("wait", "wrap", "barrier", "monitored")
+
+
+class CollectiveCounter(TorchDispatchMode):
+    """Counts the collectives run inside ``with CollectiveCounter() as c:`` and their bytes.
+
+    Sees both the functional collectives of ``DTensor`` (``all_reduce``,
+    ``all_gather_into_tensor``, ...) and the in-place c10d ones FSDP2 uses
+    (``_allgather_base_``, ``_reduce_scatter_base_``). ``bytes`` counts the largest tensor of
+    each call: the full buffer that is gathered, reduced or scattered.
+    ``counts`` and ``bytes`` are keyed by the operator's name.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = func.__name__.split(".")[0]
+        if func.namespace in _COLLECTIVE_NAMESPACES and not any(w in name for w in _NOT_COLLECTIVES):
+            tensors = [t for t in _flatten(args) if isinstance(t, torch.Tensor)]
+            self.counts[name] += 1
+            self.bytes[name] += max((t.numel() * t.element_size() for t in tensors), default=0)
+        return func(*args, **(kwargs or {}))
+
+    def summary(self) -> dict[str, tuple[int, int]]:
+        """``{name: (calls, bytes)}``."""
+        return {name: (self.counts[name], self.bytes[name]) for name in sorted(self.counts)}
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return [item for v in value for item in _flatten(v)]
+    return [value]
+
+
+def _no_tf32() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _mesh(world_size: int) -> Any:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(current_device().type, (world_size,))
+
+
+def _max_diff(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    return max((a - b).abs().max().item() for a, b in pairs)
+
+
+def _reference_run(job: ShardingJob, device: torch.device) -> tuple[BlockMLP, list[float], dict[str, torch.Tensor]]:
+    """One process, the whole batch: the model after ``job.steps`` SGD steps, the losses, first grads."""
+    model = make_block_mlp(job).to(device)
+    x, y = (t.to(device) for t in make_data(job))
+    opt = torch.optim.SGD(model.parameters(), lr=job.lr)
+    losses, first_grads = [], {}
+    for step in range(job.steps):
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if step == 0:
+            first_grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        opt.step()
+        losses.append(loss.item())
+    return model, losses, first_grads
+
+
+def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, Any]:
+    """Tensor parallelism (Colwise/Rowwise on a 1-D mesh) against one process: a proof and costs.
+
+    Every rank gets the whole batch. Returns the largest differences of losses, first-step
+    gradients and final parameters from the single-process run, the collectives of one
+    forward and one backward, and the parameter bytes this rank stores.
+    """
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    _no_tf32()
+    device = current_device()
+    reference, ref_losses, ref_grads = _reference_run(job, device)
+    model = make_block_mlp(job).to(device)
+    parallelize_module(model, _mesh(world_size), tensor_parallel_plan(model))
+    x, y = (t.to(device) for t in make_data(job))
+    opt = torch.optim.SGD(model.parameters(), lr=job.lr, foreach=False)
+    losses, forward_comm, backward_comm, grad_diff = [], {}, {}, float("nan")
+    for step in range(job.steps):
+        opt.zero_grad(set_to_none=True)
+        with CollectiveCounter() as fwd:
+            loss = nn.functional.cross_entropy(model(x), y)
+        with CollectiveCounter() as bwd:
+            loss.backward()
+        if step == 0:
+            forward_comm, backward_comm = fwd.summary(), bwd.summary()
+            grad_diff = _max_diff([(_full(p.grad), ref_grads[n]) for n, p in model.named_parameters()])
+        opt.step()
+        losses.append(loss.item())
+    ref_params = dict(reference.named_parameters())
+    return {
+        "rank": rank,
+        "loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
+        "grad_diff": grad_diff,
+        "param_diff": _max_diff([(_full(p.detach()), ref_params[n].detach())
+                                 for n, p in model.named_parameters()]),
+        "losses": losses,
+        "forward_collectives": forward_comm,
+        "backward_collectives": backward_comm,
+        "param_bytes": parameter_bytes(model),
+        "full_param_bytes": full_parameter_bytes(model),
+        "placements": {n: str(getattr(p, "placements", "plain tensor (replicated)"))
+                       for n, p in model.named_parameters()},
+    }
+
+
+def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, Any]:
+    """FSDP2 (``fully_shard`` per block and at the root) against one process: a proof and costs.
+
+    Rank ``r`` trains on the ``r``-th slice of the global batch; FSDP averages the gradients
+    (reduce-scatter), so with equal slices the update equals the whole batch's. Returns the
+    largest differences of losses (averaged over ranks), first-step gradients and final
+    parameters from the single-process run, the collectives of one forward and one backward,
+    the parameter bytes this rank stores between steps, and the most it holds during a forward
+    (local shards plus the gathered block).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    if job.batch % world_size:
+        raise ValueError(f"batch {job.batch} does not split evenly over {world_size} ranks.")
+    _no_tf32()
+    device = current_device()
+    reference, ref_losses, ref_grads = _reference_run(job, device)
+    model = make_block_mlp(job).to(device)
+    mesh = _mesh(world_size)
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    x, y = (t.to(device).chunk(world_size)[rank] for t in make_data(job))
+    opt = torch.optim.SGD(model.parameters(), lr=job.lr)
+
+    peak = {"bytes": 0}
+
+    def watch(module: nn.Module, args: Any, output: Any) -> None:
+        peak["bytes"] = max(peak["bytes"], parameter_bytes(model))
+
+    hooks = [layer.register_forward_hook(watch) for block in model.blocks for layer in block]
+    losses, forward_comm, backward_comm, grad_diff = [], {}, {}, float("nan")
+    at_rest = parameter_bytes(model)
+    for step in range(job.steps):
+        opt.zero_grad(set_to_none=True)
+        with CollectiveCounter() as fwd:
+            loss = nn.functional.cross_entropy(model(x), y)
+        with CollectiveCounter() as bwd:
+            loss.backward()
+        if step == 0:
+            forward_comm, backward_comm = fwd.summary(), bwd.summary()
+            grad_diff = _max_diff([(_full(p.grad), ref_grads[n]) for n, p in model.named_parameters()])
+        opt.step()
+        global_loss = loss.detach().clone()
+        dist.all_reduce(global_loss)
+        losses.append(global_loss.item() / world_size)
+    for hook in hooks:
+        hook.remove()
+    ref_params = dict(reference.named_parameters())
+    return {
+        "rank": rank,
+        "loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
+        "grad_diff": grad_diff,
+        "param_diff": _max_diff([(_full(p.detach()), ref_params[n].detach())
+                                 for n, p in model.named_parameters()]),
+        "losses": losses,
+        "forward_collectives": forward_comm,
+        "backward_collectives": backward_comm,
+        "param_bytes": at_rest,
+        "peak_forward_param_bytes": peak["bytes"],
+        "full_param_bytes": full_parameter_bytes(model),
+        "placements": {n: str(getattr(p, "placements", "plain tensor"))
+                       for n, p in model.named_parameters()},
+    }
+
+
+def sharding_demo(rank: int, world_size: int, job: ShardingJob) -> dict[str, dict[str, Any]]:
+    """Both proofs in one job (one process start-up instead of two)."""
+    result = {"tensor_parallel": tensor_parallel_equivalence(rank, world_size, job),
+              "fsdp": fsdp_equivalence(rank, world_size, job)}
+    dist.barrier()
+    return result
