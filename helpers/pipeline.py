@@ -23,7 +23,11 @@ Pieces that run inside a process group (one rank per stage):
 - workers for :func:`helpers.distributed.launch`, signature ``fn(rank, world_size, job)``:
   :func:`pipeline_equivalence` (naive split, hand-written GPipe and 1F1B,
   ``torch.distributed.pipelining`` ScheduleGPipe and Schedule1F1B, each against the unsplit
-  model) and :func:`measure_pipeline` (timed steps for several schedules and micro-batch counts).
+  model) and :func:`measure_pipeline` (timed steps for several schedules and micro-batch counts,
+  with :func:`cpu_wait_seconds`, the time a rank waited for a free core);
+- their results joined over ranks: :func:`summarize_steps` (step time, throughput, measured
+  bubble), :func:`typical_steps` (one step per schedule and m, speed-up over the naive split)
+  and :func:`representative_step` (its intervals, for :func:`plot_timeline`).
 
 Timestamps are ``time.perf_counter()``, a system-wide monotonic clock on Linux, so intervals of
 ranks on the same machine share one time axis.
