@@ -95,16 +95,7 @@ def test_sequence_loss_ignores_padding():
     assert sequence_loss(logits, tgt) < 1e-3
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_training_learns_short_reversals_by_free_running_decoding(one_thread):
+def test_training_learns_short_reversals_by_free_running_decoding(one_torch_thread):
     torch.manual_seed(0)
     train = reversal_data(400, 1, 3, n_symbols=3, seed=0)
     test = reversal_data(200, 1, 3, n_symbols=3, seed=1)
