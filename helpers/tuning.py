@@ -584,3 +584,53 @@ def endless_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             yield x[batch], y[batch]
+
+
+# ----------------------------------------------------------------------------- the budget comparison
+def digits_search_space() -> dict[str, Dimension]:
+    """The space every search of notebook 04 explores: learning rate and weight decay on a log
+    scale, and the hidden width (three values, so a 3 x 3 x 3 grid covers it)."""
+    return {"lr": LogUniform(1e-5, 1.0), "weight_decay": LogUniform(1e-6, 1e-1), "width": Choice((16, 64, 256))}
+
+
+SEARCHES = ("grid", "random", "ASHA", "Hyperband", "BOHB")
+
+
+def compare_searches(
+    space: SearchSpace,
+    objective: Objective,
+    seed: int,
+    n_trials: int = 27,
+    max_epochs: int = 9,
+    eta: int = 3,
+    searches: Sequence[str] = SEARCHES,
+) -> list[SearchResult]:
+    """Run each search once with the same seed. Grid uses ``round(n_trials ** (1/d))`` points per
+    numeric dimension, in a shuffled order; random and ASHA draw the same ``n_trials``
+    configurations (same generator seed), so ASHA's loss is due to pruning alone; Hyperband and
+    BOHB spend at least random search's budget (n_trials x max_epochs)."""
+    unknown = set(searches) - set(SEARCHES)
+    if unknown:
+        raise ValueError(f"Unknown searches {sorted(unknown)}; known: {', '.join(SEARCHES)}.")
+    sample = lambda rng: sample_config(space, rng)  # noqa: E731
+    runs: dict[str, Callable[[], SearchResult]] = {
+        "grid": lambda: run_trials(shuffled_grid(space, n_trials, seed), objective, max_epochs, seed, "grid"),
+        "random": lambda: run_trials(
+            [sample(rng) for rng in [np.random.default_rng(seed)] for _ in range(n_trials)], objective, max_epochs, seed, "random"
+        ),
+        "ASHA": lambda: asha(sample, objective, n_trials, 1, max_epochs, eta, seed),
+        "Hyperband": lambda: hyperband(random_proposer(space), objective, max_epochs, eta, seed, n_trials * max_epochs),
+        "BOHB": lambda: hyperband(bohb_proposer(space), objective, max_epochs, eta, seed, n_trials * max_epochs, name="BOHB"),
+    }
+    return [runs[name]() for name in searches]
+
+
+def shuffled_grid(space: SearchSpace, n_trials: int, seed: int) -> list[Config]:
+    """A grid of about ``n_trials`` points (all values of each Choice), in a seeded random order
+    (the order a pool of parallel workers would finish them in)."""
+    numeric = [name for name, dim in space.items() if not isinstance(dim, Choice)]
+    choices = math.prod(len(dim.values) for dim in space.values() if isinstance(dim, Choice))
+    points = max(2, round((n_trials / choices) ** (1 / max(1, len(numeric)))))
+    configs = grid_configs(space, points)
+    order = np.random.default_rng(seed).permutation(len(configs))
+    return [configs[i] for i in order]

@@ -236,3 +236,35 @@ def test_suggest_lr_bounds_on_a_known_curve() -> None:
     assert 1e-4 < base < 1e-3
     with pytest.raises(ValueError, match="never fell"):
         suggest_lr_bounds(lrs, np.linspace(1, 2, 51))
+
+
+def test_compare_searches_shares_configs_and_budgets() -> None:
+    from helpers.tuning import compare_searches, shuffled_grid
+
+    results = compare_searches(SPACE, learning_curve, seed=3, n_trials=27, max_epochs=9, eta=3)
+    by_name = {r.name: r for r in results}
+    assert list(by_name) == ["grid", "random", "ASHA", "Hyperband", "BOHB"]
+    assert by_name["random"].configs == by_name["ASHA"].configs
+    assert by_name["grid"].epochs_used == by_name["random"].epochs_used == 27 * 9
+    assert by_name["ASHA"].epochs_used <= 27 * 9 / 3
+    assert by_name["Hyperband"].epochs_used >= 27 * 9 and by_name["BOHB"].epochs_used >= 27 * 9
+    grid = shuffled_grid(SPACE, 27, seed=0)
+    assert len(grid) == 27 and grid != grid_configs(SPACE, 3)
+    assert sorted(map(str, grid)) == sorted(map(str, grid_configs(SPACE, 3)))
+    with pytest.raises(ValueError, match="Unknown searches"):
+        compare_searches(SPACE, learning_curve, 0, searches=("TPE",))
+
+
+def test_tuning_budget_benchmark_prints_its_headline(capsys, one_torch_thread) -> None:
+    import importlib.util
+
+    from helpers import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("tuning_budget", REPO_ROOT / "benchmarks" / "tuning_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--seeds", "1", "--trials", "9", "--max-epochs", "3"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = dict(item.split("=") for item in last.split())
+    assert set(fields) == {"asha_epoch_fraction", "asha_score_gap"}
+    assert 0 < float(fields["asha_epoch_fraction"]) < 1
