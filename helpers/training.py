@@ -187,6 +187,9 @@ def fit(
       (everything needed to resume: optimizer, scheduler, RNG states, history).
     - ``resume=True`` continues from ``checkpoint_dir/last.pt``; the result is identical to
       an uninterrupted run (same seed, ``num_workers=0``).
+
+    The history's ``lr`` column is the first parameter group's LR at the end of the epoch (after
+    the epoch's scheduler steps); use ``helpers.schedules.trace_lr`` for the LR at every step.
     """
     if monitor not in HIGHER_IS_BETTER:
         raise ValueError(f"Unknown monitor {monitor!r}; choose from {sorted(HIGHER_IS_BETTER)}.")
