@@ -27,6 +27,7 @@ follows :func:`helpers.distributed.current_device`.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,22 +200,20 @@ def _reference_run(job: ShardingJob, device: torch.device) -> tuple[BlockMLP, li
     return model, losses, first_grads
 
 
-def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, Any]:
-    """Tensor parallelism (Colwise/Rowwise on a 1-D mesh) against one process: a proof and costs.
-
-    Every rank gets the whole batch. Returns the largest differences of losses, first-step
-    gradients and final parameters from the single-process run, the collectives of one
-    forward and one backward, and the parameter bytes this rank stores.
-    """
-    from torch.distributed.tensor.parallel import parallelize_module
-
-    _no_tf32()
-    device = current_device()
-    reference, ref_losses, ref_grads = _reference_run(job, device)
-    model = make_block_mlp(job).to(device)
-    parallelize_module(model, _mesh(world_size), tensor_parallel_plan(model))
-    x, y = (t.to(device) for t in make_data(job))
-    opt = torch.optim.SGD(model.parameters(), lr=job.lr, foreach=False)
+def _train_and_compare(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    job: ShardingJob,
+    reference: tuple[BlockMLP, list[float], dict[str, torch.Tensor]],
+    step_loss: Callable[[torch.Tensor], float],
+) -> dict[str, Any]:
+    """``job.steps`` SGD steps of a parallelised ``model`` and what both proofs report: the largest
+    differences from ``reference`` (losses, first-step gradients, final parameters), the
+    collectives of the first forward and backward, and where each parameter lives.
+    ``step_loss`` turns a rank's loss into the loss compared with the single-process run."""
+    reference_model, ref_losses, ref_grads = reference
     losses, forward_comm, backward_comm, grad_diff = [], {}, {}, float("nan")
     for step in range(job.steps):
         opt.zero_grad(set_to_none=True)
@@ -226,10 +225,9 @@ def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) ->
             forward_comm, backward_comm = fwd.summary(), bwd.summary()
             grad_diff = _max_diff([(_full(p.grad), ref_grads[n]) for n, p in model.named_parameters()])
         opt.step()
-        losses.append(loss.item())
-    ref_params = dict(reference.named_parameters())
+        losses.append(step_loss(loss))
+    ref_params = dict(reference_model.named_parameters())
     return {
-        "rank": rank,
         "loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
         "grad_diff": grad_diff,
         "param_diff": _max_diff([(_full(p.detach()), ref_params[n].detach())
@@ -237,11 +235,30 @@ def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) ->
         "losses": losses,
         "forward_collectives": forward_comm,
         "backward_collectives": backward_comm,
-        "param_bytes": parameter_bytes(model),
         "full_param_bytes": full_parameter_bytes(model),
         "placements": {n: str(getattr(p, "placements", "plain tensor (replicated)"))
                        for n, p in model.named_parameters()},
     }
+
+
+def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, Any]:
+    """Tensor parallelism (Colwise/Rowwise on a 1-D mesh) against one process: a proof and costs.
+
+    Every rank gets the whole batch. Returns the largest differences of losses, first-step
+    gradients and final parameters from the single-process run, the collectives of one
+    forward and one backward, and the parameter bytes this rank stores.
+    """
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    _no_tf32()
+    device = current_device()
+    reference = _reference_run(job, device)
+    model = make_block_mlp(job).to(device)
+    parallelize_module(model, _mesh(world_size), tensor_parallel_plan(model))
+    x, y = (t.to(device) for t in make_data(job))
+    opt = torch.optim.SGD(model.parameters(), lr=job.lr, foreach=False)
+    compared = _train_and_compare(model, x, y, opt, job, reference, step_loss=lambda loss: loss.item())
+    return {"rank": rank, **compared, "param_bytes": parameter_bytes(model)}
 
 
 def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, Any]:
@@ -260,7 +277,7 @@ def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, 
         raise ValueError(f"batch {job.batch} does not split evenly over {world_size} ranks.")
     _no_tf32()
     device = current_device()
-    reference, ref_losses, ref_grads = _reference_run(job, device)
+    reference = _reference_run(job, device)
     model = make_block_mlp(job).to(device)
     mesh = _mesh(world_size)
     for block in model.blocks:
@@ -274,40 +291,17 @@ def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, 
     def watch(module: nn.Module, args: Any, output: Any) -> None:
         peak["bytes"] = max(peak["bytes"], parameter_bytes(model))
 
+    def global_loss(loss: torch.Tensor) -> float:
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        return total.item() / world_size
+
     hooks = [layer.register_forward_hook(watch) for block in model.blocks for layer in block]
-    losses, forward_comm, backward_comm, grad_diff = [], {}, {}, float("nan")
     at_rest = parameter_bytes(model)
-    for step in range(job.steps):
-        opt.zero_grad(set_to_none=True)
-        with CollectiveCounter() as fwd:
-            loss = nn.functional.cross_entropy(model(x), y)
-        with CollectiveCounter() as bwd:
-            loss.backward()
-        if step == 0:
-            forward_comm, backward_comm = fwd.summary(), bwd.summary()
-            grad_diff = _max_diff([(_full(p.grad), ref_grads[n]) for n, p in model.named_parameters()])
-        opt.step()
-        global_loss = loss.detach().clone()
-        dist.all_reduce(global_loss)
-        losses.append(global_loss.item() / world_size)
+    compared = _train_and_compare(model, x, y, opt, job, reference, step_loss=global_loss)
     for hook in hooks:
         hook.remove()
-    ref_params = dict(reference.named_parameters())
-    return {
-        "rank": rank,
-        "loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
-        "grad_diff": grad_diff,
-        "param_diff": _max_diff([(_full(p.detach()), ref_params[n].detach())
-                                 for n, p in model.named_parameters()]),
-        "losses": losses,
-        "forward_collectives": forward_comm,
-        "backward_collectives": backward_comm,
-        "param_bytes": at_rest,
-        "peak_forward_param_bytes": peak["bytes"],
-        "full_param_bytes": full_parameter_bytes(model),
-        "placements": {n: str(getattr(p, "placements", "plain tensor"))
-                       for n, p in model.named_parameters()},
-    }
+    return {"rank": rank, **compared, "param_bytes": at_rest, "peak_forward_param_bytes": peak["bytes"]}
 
 
 def sharding_demo(rank: int, world_size: int, job: ShardingJob) -> dict[str, dict[str, Any]]:

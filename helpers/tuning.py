@@ -92,6 +92,12 @@ def sample_config(space: SearchSpace, rng: np.random.Generator) -> Config:
     return {name: dim.from_unit(float(rng.random())) for name, dim in space.items()}
 
 
+def random_configs(space: SearchSpace, n: int, seed: int) -> list[Config]:
+    """``n`` random configurations from a generator seeded with ``seed`` (what ``asha`` draws, in order)."""
+    rng = np.random.default_rng(seed)
+    return [sample_config(space, rng) for _ in range(n)]
+
+
 def encode(space: SearchSpace, config: Config) -> np.ndarray:
     """A configuration as a point of the unit cube (log scale for ``LogUniform``)."""
     return np.array([dim.to_unit(config[name]) for name, dim in space.items()])
@@ -615,9 +621,7 @@ def compare_searches(
     sample = lambda rng: sample_config(space, rng)  # noqa: E731
     runs: dict[str, Callable[[], SearchResult]] = {
         "grid": lambda: run_trials(shuffled_grid(space, n_trials, seed), objective, max_epochs, seed, "grid"),
-        "random": lambda: run_trials(
-            [sample(rng) for rng in [np.random.default_rng(seed)] for _ in range(n_trials)], objective, max_epochs, seed, "random"
-        ),
+        "random": lambda: run_trials(random_configs(space, n_trials, seed), objective, max_epochs, seed, "random"),
         "ASHA": lambda: asha(sample, objective, n_trials, 1, max_epochs, eta, seed),
         "Hyperband": lambda: hyperband(random_proposer(space), objective, max_epochs, eta, seed, n_trials * max_epochs),
         "BOHB": lambda: hyperband(bohb_proposer(space), objective, max_epochs, eta, seed, n_trials * max_epochs, name="BOHB"),
