@@ -16,26 +16,20 @@ a parameter into the wrong group:
   parameter lands in exactly one group, or a ValueError says which did not.
 - ``freeze_by_ratio(blocks, ratio)``: freeze the bottom ``floor(ratio × len(blocks))`` blocks.
 - ``set_dropout(model, p)``: the dropout of hidden layers *and* attention probabilities.
-- ``fit_select_best(...)``: train epoch by epoch and keep the best epoch's weights in memory, so
-  that time per epoch measures training alone (no checkpoint I/O) in many-run ablations.
+
+Ablations train with ``helpers.training.fit(..., keep_best=True)`` (best weights in memory).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
-
-from helpers.devices import amp_dtype
-from helpers.training import HIGHER_IS_BETTER, evaluate, train_one_epoch
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
@@ -284,69 +278,3 @@ def set_dropout(model: nn.Module, p: float) -> int:
     return changed
 
 
-@dataclass
-class SelectedRun:
-    """What :func:`fit_select_best` returns; the model itself ends with the best epoch's weights."""
-
-    history: pd.DataFrame
-    best_epoch: int
-    best_score: float
-    best_state: dict[str, torch.Tensor]
-
-
-def fit_select_best(
-    model: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    epochs: int,
-    *,
-    device: torch.device | str = "cpu",
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    accumulation_steps: int = 1,
-    max_grad_norm: float | None = None,
-    amp: bool = False,
-    monitor: str = "weighted_f1",
-) -> SelectedRun:
-    """Train for ``epochs`` epochs, keep the best epoch by validation ``monitor`` in memory.
-
-    The same steps as :func:`helpers.training.fit` (it calls ``train_one_epoch`` and
-    ``evaluate``; ``scheduler`` is stepped after every optimizer step), but the best weights are
-    copied in memory instead of written to disk, and the history separates ``train_seconds``
-    (the training pass alone) from validation; ``max_lr`` is the largest LR over the groups. Meant for ablations of many short runs, where
-    checkpoint I/O would swamp the time per epoch; use ``fit(checkpoint_dir=..., config=...)``
-    for a run you keep. Validation loss is the plain cross-entropy.
-    """
-    if monitor not in HIGHER_IS_BETTER:
-        raise ValueError(f"Unknown monitor {monitor!r}; choose from {sorted(HIGHER_IS_BETTER)}.")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}.")
-    device = torch.device(device)
-    model.to(device)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    use_scaler = amp and device.type == "cuda" and amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    sign = 1.0 if HIGHER_IS_BETTER[monitor] else -1.0
-    rows: list[dict[str, float]] = []
-    best_epoch, best_score, best_state = 0, math.nan, {}
-    for epoch in range(1, epochs + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        stats = train_one_epoch(
-            model, train_loader, optimizer, device, loss_fn, accumulation_steps=accumulation_steps,
-            max_grad_norm=max_grad_norm, amp=amp, scaler=scaler, scheduler=scheduler,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
-        val = evaluate(model, val_loader, device, amp=amp)
-        rows.append({"epoch": epoch, **stats, **{f"val_{k}": v for k, v in val.items()},
-                     "max_lr": max(g["lr"] for g in optimizer.param_groups),
-                     "train_seconds": train_seconds})
-        if best_epoch == 0 or sign * (val[monitor] - best_score) > 0:
-            best_epoch, best_score = epoch, val[monitor]
-            best_state = copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return SelectedRun(pd.DataFrame(rows), best_epoch, best_score, best_state)

@@ -8,6 +8,7 @@ macro and weighted F1); the best epoch checkpointed with its config; early stopp
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,9 @@ BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 
 
+TIMING_COLUMNS = ("train_seconds", "seconds")
+
+
 @dataclass
 class FitResult:
     """What ``fit`` returns: one history row per epoch, and the best epoch by the monitored metric."""
@@ -40,10 +44,13 @@ class FitResult:
     best_epoch: int | None = None
     best_score: float | None = None
     stopped_early: bool = False
+    best_state: dict[str, torch.Tensor] | None = None  # with keep_best=True
 
-    def frame(self) -> pd.DataFrame:
-        """The history as a DataFrame (one row per epoch)."""
-        return pd.DataFrame(self.history)
+    def frame(self, timings: bool = True) -> pd.DataFrame:
+        """The history as a DataFrame (one row per epoch); ``timings=False`` drops the wall-clock
+        columns, which differ between otherwise identical runs."""
+        frame = pd.DataFrame(self.history)
+        return frame if timings else frame.drop(columns=list(TIMING_COLUMNS), errors="ignore")
 
 
 def _to_device(batch: Iterable[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -176,6 +183,7 @@ def fit(
     config: dict[str, Any] | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    keep_best: bool = False,
 ) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs and validate after each one.
 
@@ -187,6 +195,12 @@ def fit(
       (everything needed to resume: optimizer, scheduler, RNG states, history).
     - ``resume=True`` continues from ``checkpoint_dir/last.pt``; the result is identical to
       an uninterrupted run (same seed, ``num_workers=0``).
+    - ``keep_best=True`` keeps a copy of the best epoch's weights in memory (``best_state``)
+      and loads it into ``model`` at the end: model selection without checkpoint I/O, for
+      ablations of many short runs.
+
+    Each history row holds ``seconds`` (the whole epoch) and ``train_seconds`` (the training
+    pass alone, CUDA synchronised), so timings can leave validation and checkpoints out.
 
     The history's ``lr`` column is the first parameter group's LR at the end of the epoch (after
     the epoch's scheduler steps); use ``helpers.schedules.trace_lr`` for the LR at every step.
@@ -231,12 +245,17 @@ def fit(
         range(start_epoch, epochs + 1), desc="epochs", enabled=show_progress, leave=False
     )
     for epoch in epoch_bar:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         started = time.perf_counter()
         train_stats = train_one_epoch(
             model, train_loader, optimizer, device, loss_fn,
             accumulation_steps=accumulation_steps, max_grad_norm=max_grad_norm,
             amp=amp, scaler=scaler, scheduler=step_scheduler,
         )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - started
         val_stats = evaluate(model, val_loader, device, loss_fn, amp=amp)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None and scheduler_interval == "epoch":
@@ -245,7 +264,7 @@ def fit(
             else:
                 scheduler.step()
         row = {"epoch": epoch, **train_stats, **{f"val_{k}": v for k, v in val_stats.items()},
-               "lr": lr, "seconds": time.perf_counter() - started}
+               "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - started}
         result.history.append(row)
         epoch_bar.set_postfix(train_loss=f"{row['train_loss']:.3f}",
                               **{f"val_{monitor}": f"{val_stats[monitor]:.3f}"})
@@ -257,6 +276,8 @@ def fit(
         if improved:
             result.best_epoch, result.best_score = epoch, score
             epochs_without_improvement = 0
+            if keep_best:
+                result.best_state = copy.deepcopy(model.state_dict())
         else:
             epochs_without_improvement += 1
         stop = patience is not None and epochs_without_improvement >= patience
@@ -292,4 +313,6 @@ def fit(
         if stop:
             result.stopped_early = True
             break
+    if keep_best and result.best_state is not None:
+        model.load_state_dict(result.best_state)
     return result

@@ -1,15 +1,12 @@
-import math
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from helpers.finetune import (
     ResidualMLP,
     blocks_of,
     count_parameters,
-    fit_select_best,
     freeze_by_ratio,
     group_table,
     is_no_decay,
@@ -17,7 +14,6 @@ from helpers.finetune import (
     set_dropout,
 )
 from helpers.models import TransformerClassifier
-from helpers.training import evaluate
 
 BASE_LR, DECAY, HEAD_MULT, WD = 1e-3, 0.9, 2.0, 0.1
 
@@ -192,22 +188,3 @@ def test_set_dropout_reaches_attention_too():
     torch.testing.assert_close(train_out, eval_out)
     with pytest.raises(ValueError):
         set_dropout(model, 1.0)
-
-
-def test_fit_select_best_returns_the_best_epoch_and_restores_it():
-    torch.manual_seed(0)
-    x, y = torch.randn(64, 12), torch.randint(0, 5, (64,))
-    train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8, shuffle=True,
-                       generator=torch.Generator().manual_seed(0))
-    val = DataLoader(TensorDataset(x[48:], y[48:]), batch_size=16)
-    model = mlp()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    run = fit_select_best(model, train, val, optimizer, epochs=5, accumulation_steps=2)
-    scores = run.history["val_weighted_f1"].tolist()
-    assert len(scores) == 5 and run.best_epoch == scores.index(max(scores)) + 1
-    assert run.best_score == max(scores)
-    assert evaluate(model, val)["weighted_f1"] == run.best_score
-    assert (run.history["train_seconds"] > 0).all()
-    assert math.isclose(run.history["max_lr"].iloc[0], 1e-2)
-    with pytest.raises(ValueError, match="monitor"):
-        fit_select_best(model, train, val, optimizer, 1, monitor="f2")

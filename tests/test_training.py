@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers.data import digits_loaders
 from helpers.seed import seed_everything
-from helpers.training import evaluate, fit, train_one_epoch
+from helpers.training import TIMING_COLUMNS, evaluate, fit, train_one_epoch
 
 
 def mlp(seed: int = 0) -> nn.Module:
@@ -172,3 +172,20 @@ def test_bf16_autocast_on_cpu_trains():
     result = fit(model, train, val, torch.optim.Adam(model.parameters(), lr=1e-2), epochs=3,
                  amp=True, show_progress=False)
     assert result.history[-1]["val_accuracy"] > 0.85
+
+
+def test_keep_best_restores_the_best_epoch_and_times_the_training_pass():
+    train = DataLoader(toy_data(48), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    val = DataLoader(toy_data(16, seed=2), batch_size=16)
+    model = mlp()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    result = fit(model, train, val, optimizer, 6, monitor="weighted_f1", keep_best=True, show_progress=False)
+    history = result.frame()
+    scores = history["val_weighted_f1"].tolist()
+    assert result.best_epoch == scores.index(max(scores)) + 1 and result.best_score == max(scores)
+    assert result.best_epoch < 6, "pick data where the last epoch is not the best, or the test proves nothing"
+    assert evaluate(model, val)["weighted_f1"] == result.best_score
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in result.best_state.items())
+    assert ((history["train_seconds"] > 0) & (history["train_seconds"] <= history["seconds"])).all()
+    assert list(result.frame(timings=False).columns) == [c for c in history.columns if c not in TIMING_COLUMNS]
+    assert fit(mlp(), train, val, torch.optim.AdamW(mlp().parameters()), 1, show_progress=False).best_state is None
