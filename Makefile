@@ -54,7 +54,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: $(STAMP)  ## execute every notebook with papermill (PROFILE=cpu|gpu) and write build/<profile>/report.md
-	$(BIN)/python -m helpers.run_course --profile $(PROFILE)
+	$(BIN)/python -m course.run --profile $(PROFILE)
 
 test: lint unit notebooks  ## ruff, pytest on tests/, nbval on notebooks/
 
@@ -78,10 +78,10 @@ execute: $(STAMP)  ## re-execute notebooks in place (CPU defaults) and strip run
 	  $(BIN)/papermill "$$nb" "$$nb" --cwd notebooks -k python3 --no-progress-bar; \
 	done
 	$(BIN)/nbstripout --keep-output --keep-count $(or $(NB),$(NOTEBOOKS))
-	$(BIN)/python -m helpers.notebooks strip $(or $(NB),$(NOTEBOOKS))
+	$(BIN)/python -m course.notebooks strip $(or $(NB),$(NOTEBOOKS))
 
 student: $(STAMP)  ## write learner copies (solutions stubbed) to build/student/
-	$(BIN)/python -m helpers.notebooks student $(NOTEBOOKS) --out build/student
+	$(BIN)/python -m course.notebooks student $(NOTEBOOKS) --out build/student
 
 clean:  ## remove build outputs and the virtual environment
 	rm -rf build $(VENV) *.egg-info

@@ -2,7 +2,7 @@
 
 One training epoch of a surname classifier (a packed GRU, or the small pre-LN Transformer of
 notebook 10) over the same samples, with random batches (one bucket) and with ``--buckets``
-equally populated length buckets (``helpers.bucketing``). The two arms alternate within each
+equally populated length buckets (``helpers.sequences.bucketing``). The two arms alternate within each
 repeat so that load from other jobs hits both alike; one torch thread by default.
 
 Usage::
@@ -32,11 +32,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from helpers.bucketing import SequenceDataset, padding_tokens, sequence_loader  # noqa: E402
-from helpers.data import load_surnames  # noqa: E402
+from helpers.data import (
+    CharVocab,  # noqa: E402
+    load_surnames,  # noqa: E402
+)
 from helpers.devices import pick_device  # noqa: E402
 from helpers.models import GRUClassifier, TransformerClassifier  # noqa: E402
-from helpers.text import CharVocab  # noqa: E402
+from helpers.sequences.bucketing import SequenceDataset, padding_tokens, sequence_loader  # noqa: E402
 from helpers.training import train_one_epoch  # noqa: E402
 
 MODELS = ("gru", "transformer")

@@ -27,8 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository's helpers importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import ddp_examples  # noqa: E402
-from helpers.distributed import launch  # noqa: E402
+from helpers.parallel import ddp_examples  # noqa: E402
+from helpers.parallel.launch import launch  # noqa: E402
 
 COMM_BOUND = ddp_examples.ScalingSpec("comm-bound MLP", "mlp", size=1024, per_rank_batch=16)
 COMPUTE_BOUND = ddp_examples.ScalingSpec("compute-bound CNN", "cnn", size=32, per_rank_batch=16)

@@ -4,7 +4,7 @@ Two processes (one thread each, gloo) hold the two halves of a stack of identica
 ``Linear(512, 512) + ReLU`` blocks, 8 per stage, so the stages are balanced (up to the first
 stage not needing its input's gradient and the last computing the loss). One training step
 (forward + backward of a batch of 2,048) runs with the hand-written GPipe schedule of
-``helpers.pipeline`` for m = 1 (the naive split: one stage works at a time), 2, 4 and 8
+``helpers.parallel.pipeline`` for m = 1 (the naive split: one stage works at a time), 2, 4 and 8
 micro-batches; ``--torch`` adds ``torch.distributed.pipelining``'s ScheduleGPipe.
 The measured bubble is 1 - (busy time summed over stages) / (stages x step time), from each
 stage's recorded compute intervals; the theory is (p - 1) / (m + p - 1).
@@ -34,8 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository's helpers importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import pipeline as pl  # noqa: E402
-from helpers.distributed import launch  # noqa: E402
+from helpers.parallel import pipeline as pl  # noqa: E402
+from helpers.parallel.launch import launch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

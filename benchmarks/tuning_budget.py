@@ -27,7 +27,12 @@ if __package__ in (None, ""):  # run as a file: make the repository's helpers im
 import torch  # noqa: E402
 
 from helpers.devices import pick_device  # noqa: E402
-from helpers.tuning import compare_searches, digits_objective, digits_search_space, digits_split  # noqa: E402
+from helpers.tuning.search import (  # noqa: E402
+    compare_searches,
+    digits_objective,
+    digits_search_space,
+    digits_split,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """Helpers shared by the course notebooks: small, typed, tested modules.
 
-Modules are named after what they hold — ``devices``, ``seed``, ``data``, ``training``,
-``checkpoints``, ``schedules``, ``losses``, ``distributed``, ``gan``, ``evolution`` and so on —
-plus the course tooling: ``report`` (key results), ``notebooks`` (learner copies, exercise
-checks) and ``run_course`` (the papermill runner behind ``make run``).
+The top level is the small core every notebook uses — ``data``, ``devices``, ``seed``,
+``training``, ``checkpoints``, ``models``, ``plots``, ``progress``, ``report``, ``stats`` and
+``timing``. Each topic has its own sub-package, mirroring the notebooks: ``parallel`` (02, 03,
+12), ``tuning`` (04), ``schedules`` (05), ``imbalance`` (06), ``generative`` (07), ``evolution``
+(08), ``precision`` (09), ``sequences`` (10), ``finetune`` (11), ``scale`` (12), ``serving`` (13).
+Course tooling (the runner, learner copies, exercise checks) lives apart, in ``course/``.
 """
 
 from pathlib import Path

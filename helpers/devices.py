@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 
 import torch
 
@@ -80,3 +81,34 @@ def describe(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["gpu_name"] = torch.cuda.get_device_name(device)
     return info
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """What :func:`setup_notebook` chose: the device, and the seeds every experiment repeats over."""
+
+    device: torch.device
+    seeds: tuple[int, ...]
+
+
+def setup_notebook(device: str = "auto", threads: int | None = None, seed: int = 0,
+                   n_seeds: int = 1) -> NotebookSetup:
+    """The one prologue of every notebook: pick the device, set the CPU threads, seed.
+
+    ``threads`` sets ``torch.set_num_threads`` (``None`` keeps PyTorch's default); tiny models run
+    fastest and steadiest on one thread. ``seed`` seeds Python, NumPy and PyTorch; repeated
+    experiments use the seeds ``seed, seed + 1, ..., seed + n_seeds - 1``. It prints one line.
+    """
+    from helpers.seed import seed_everything
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None), got {threads}.")
+        torch.set_num_threads(threads)
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}.")
+    chosen = pick_device(device)
+    seed_everything(seed)
+    seeds = tuple(range(seed, seed + n_seeds))
+    print(f"device: {chosen.type}, torch threads: {torch.get_num_threads()}, seeds: {list(seeds)}")
+    return NotebookSetup(chosen, seeds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from helpers.text import PAD
+from helpers.data import PAD
 
 
 class GRUClassifier(nn.Module):

@@ -203,7 +203,7 @@ def fit(
     pass alone, CUDA synchronised), so timings can leave validation and checkpoints out.
 
     The history's ``lr`` column is the first parameter group's LR at the end of the epoch (after
-    the epoch's scheduler steps); use ``helpers.schedules.trace_lr`` for the LR at every step.
+    the epoch's scheduler steps); use ``helpers.schedules.lr.trace_lr`` for the LR at every step.
     """
     if monitor not in HIGHER_IS_BETTER:
         raise ValueError(f"Unknown monitor {monitor!r}; choose from {sorted(HIGHER_IS_BETTER)}.")

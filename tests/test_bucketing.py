@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from helpers.bucketing import (
+from helpers.data import PAD, CharVocab, encode_padded
+from helpers.sequences.bucketing import (
     BucketBatchSampler,
     SequenceDataset,
     pad_collate,
@@ -12,7 +13,6 @@ from helpers.bucketing import (
     quantile_boundaries,
     sequence_loader,
 )
-from helpers.text import PAD, CharVocab, encode_padded
 
 
 def skewed_lengths(n: int = 1000, seed: int = 0) -> np.ndarray:

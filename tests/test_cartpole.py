@@ -1,4 +1,4 @@
-"""helpers.cartpole against a scalar transcription of the equations, symmetry and known policies."""
+"""helpers.evolution.cartpole against a scalar transcription of the equations, symmetry and known policies."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.cartpole import (
+from helpers.evolution.cartpole import (
     CartPoleFitness,
     episode_returns,
     failed,

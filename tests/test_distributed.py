@@ -1,4 +1,4 @@
-"""helpers.distributed: launch, fail-fast, rendezvous isolation, world-size errors; the DDP proof.
+"""helpers.parallel.launch: launch, fail-fast, rendezvous isolation, world-size errors; the DDP proof.
 
 The worker functions below live in this module so that the spawned workers can import them
 (``launch`` hands the parent's ``sys.path`` to its workers).
@@ -19,8 +19,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from helpers import ddp_examples
-from helpers.distributed import (
+from helpers.parallel import ddp_examples
+from helpers.parallel.launch import (
     WorkerError,
     available_cores,
     gather_object,
@@ -198,7 +198,7 @@ def test_torchrun_script_with_setup_from_env(tmp_path) -> None:
     script.write_text(textwrap.dedent("""
         import torch
         import torch.distributed as dist
-        from helpers.distributed import cleanup, print0, setup_from_env
+        from helpers.parallel.launch import cleanup, print0, setup_from_env
 
         device = setup_from_env("cpu")
         value = torch.tensor([float(dist.get_rank() + 1)])

@@ -1,4 +1,4 @@
-"""helpers.evolution against closed forms, brute force, invariants and statistical tests."""
+"""helpers.evolution.algorithms against closed forms, brute force, invariants and statistical tests."""
 
 import itertools
 import math
@@ -7,9 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers.cartpole import CartPoleFitness
-from helpers.distributed import launch
-from helpers.evolution import (
+from helpers.evolution.algorithms import (
     CROSSOVERS,
     MUTATIONS,
     SELECTIONS,
@@ -34,6 +32,8 @@ from helpers.evolution import (
     shape_fitness,
     tournament_selection,
 )
+from helpers.evolution.cartpole import CartPoleFitness
+from helpers.parallel.launch import launch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.finetune import (
+from helpers.finetune.recipes import (
     ResidualMLP,
     blocks_of,
     count_parameters,

@@ -1,4 +1,4 @@
-"""helpers.gan against closed forms, references and invariants (Goodfellow et al., 2014)."""
+"""helpers.generative.gan against closed forms, references and invariants (Goodfellow et al., 2014)."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.gan import (
+from helpers.generative.gan import (
     LOG4,
     MLP,
     algorithm1_step,

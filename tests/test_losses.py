@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from helpers.losses import (
+from helpers.imbalance.losses import (
     LOSS_NAMES,
     FocalLoss,
     LogitAdjustedLoss,

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import memory
-from helpers.memory import (
+from helpers.precision import memory
+from helpers.precision.memory import (
     MIB,
     SavedTensorMeter,
     SimulatedMemoryCap,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers.ngrams import NgramVocab, char_ngrams
+from helpers.finetune.ngrams import NgramVocab, char_ngrams
 
 
 def test_char_ngrams_mark_both_ends():

@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course.notebooks import check_exercises, has_tag, stub_source, student_copy
 from helpers import REPO_ROOT
-from helpers.notebooks import check_exercises, has_tag, stub_source, student_copy
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MACHINE_PATH = re.compile(r"/(?:work|tmp|root|home|Users|opt)/[\w./-]+")

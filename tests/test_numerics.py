@@ -7,19 +7,17 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.numerics import (
+from helpers.precision.numerics import (
     NonFiniteDetector,
     cast_report,
-    compare_seconds,
     first_nonfinite,
     format_facts,
     format_table,
     nonfinite_gradients,
     precision_trial,
     resolve_dtype,
-    seconds_per_call,
-    torch_threads,
 )
+from helpers.timing import compare_seconds, seconds_per_call, torch_threads
 
 LAYOUTS = {"fp32": (8, 23), "fp16": (5, 10), "bf16": (8, 7)}
 

@@ -1,4 +1,4 @@
-"""helpers.pipeline: splitting, schedules, the bubble, and the pipelines run for real (gloo)."""
+"""helpers.parallel.pipeline: splitting, schedules, the bubble, and the pipelines run for real (gloo)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from itertools import combinations
 import pytest
 import torch
 
-from helpers import pipeline as pl
-from helpers.distributed import launch
+from helpers.parallel import pipeline as pl
+from helpers.parallel.launch import launch
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,4 +1,4 @@
-"""Tests for helpers.raytune: a real local Ray in a subprocess with its own HOME and TMPDIR."""
+"""Tests for helpers.tuning.raytune: a real local Ray in a subprocess with its own HOME and TMPDIR."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from helpers.raytune import digits_trainable, failed_trials, results_frame, start_ray, stop_ray, tune_search
-    from helpers.tuning import digits_split
+    from helpers.tuning.raytune import digits_trainable, failed_trials, results_frame, start_ray, stop_ray, tune_search
+    from helpers.tuning.search import digits_split
 
     build = Path(sys.argv[1])
     start_ray(num_cpus=2)  # the default temp dir, build/ray, as in the notebook
@@ -97,7 +97,7 @@ def test_ray_tune_searches_failures_and_files(tmp_path: Path) -> None:
 
 def test_start_ray_refuses_a_temp_dir_too_long_for_its_sockets(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    from helpers.raytune import start_ray
+    from helpers.tuning.raytune import start_ray
 
     with pytest.raises(ValueError, match="socket paths"):
         start_ray(1, temp_dir=tmp_path / ("x" * 80))

@@ -1,7 +1,7 @@
 import nbformat
 import pytest
 
-from helpers import run_course
+from course import run as run_course
 from helpers.report import RESULTS_ENV
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from helpers.sampling import (
+from helpers.imbalance.sampling import (
     adjust_logits,
     balanced_sampler,
     long_tail_indices,

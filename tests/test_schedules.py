@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from helpers import schedules
-from helpers.schedules import (
+from helpers.schedules import lr as schedules
+from helpers.schedules.lr import (
     SCHEDULER_NAMES,
     build_scheduler,
     linear_warmup_cosine,

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from helpers.seed import seed_everything, seed_worker
+from helpers.seed import seed_everything, seed_worker, use_deterministic
 
 
 def draw() -> tuple[float, float, float]:
@@ -61,8 +61,22 @@ def test_seed_worker_derives_numpy_and_random_from_the_torch_seed():
     assert after_worker_init(5)[1] != after_worker_init(6)[1]
 
 
+def test_seed_everything_sets_no_backend_flag():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              torch.backends.cudnn.deterministic)
+    seed_everything(0)
+    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    assert after == before
+
+
 def test_deterministic_switch():
-    seed_everything(0, deterministic=True)
-    assert torch.are_deterministic_algorithms_enabled()
-    seed_everything(0, deterministic=False)
-    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        use_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        use_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cudnn.deterministic
+    finally:
+        use_deterministic(False)

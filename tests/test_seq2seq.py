@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from helpers.seq2seq import (
+from helpers.sequences.seq2seq import (
     BOS,
     EOS,
     FIRST_SYMBOL,

@@ -1,12 +1,12 @@
-"""helpers.sharding: tensor parallelism and FSDP2 proved equal to one process (gloo, 2 ranks)."""
+"""helpers.parallel.sharding: tensor parallelism and FSDP2 proved equal to one process (gloo, 2 ranks)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from helpers import sharding as sh
-from helpers.distributed import launch
+from helpers.parallel import sharding as sh
+from helpers.parallel.launch import launch
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from helpers.data import PAD, UNK, CharVocab, encode_padded
 from helpers.models import GRUClassifier, TransformerClassifier
-from helpers.text import PAD, UNK, CharVocab, encode_padded
 
 
 def test_vocab_is_order_independent_and_reserves_pad_and_unk():

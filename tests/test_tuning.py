@@ -1,4 +1,4 @@
-"""Tests for helpers.tuning: spaces, searches on synthetic objectives, the digits objective, LR range test."""
+"""Tests for helpers.tuning.search: spaces, searches on synthetic objectives, the digits objective, LR range test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers.tuning import (
+from helpers.tuning.search import (
     Choice,
     Config,
     LogUniform,
@@ -164,7 +164,7 @@ def test_hyperband_spends_its_budget_in_brackets() -> None:
 def test_bohb_proposals_concentrate_where_scores_are_high() -> None:
     rng = np.random.default_rng(0)
     history = hyperband(random_proposer(SPACE), learning_curve, 9, 3, seed=0, max_total_epochs=60)
-    from helpers.tuning import TrialRunner
+    from helpers.tuning.search import TrialRunner
 
     runner = TrialRunner(learning_curve, 0)
     for config in history.configs:
@@ -239,7 +239,7 @@ def test_suggest_lr_bounds_on_a_known_curve() -> None:
 
 
 def test_compare_searches_shares_configs_and_budgets() -> None:
-    from helpers.tuning import compare_searches, shuffled_grid
+    from helpers.tuning.search import compare_searches, shuffled_grid
 
     results = compare_searches(SPACE, learning_curve, seed=3, n_trials=27, max_epochs=9, eta=3)
     by_name = {r.name: r for r in results}

@@ -28,7 +28,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from helpers.losses import class_counts, log_priors
+from helpers.imbalance.losses import class_counts, log_priors
 
 Labels = Sequence[int] | np.ndarray | torch.Tensor
 

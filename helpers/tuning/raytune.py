@@ -1,7 +1,7 @@
 """Ray Tune on the course's tuning objective: start Ray inside the build folder, run a search,
 and read its results as a table.
 
-Ray is imported inside the functions, so ``import helpers.raytune`` stays cheap. Everything
+Ray is imported inside the functions, so ``import helpers.tuning.raytune`` stays cheap. Everything
 Ray writes (session files, logs, trial results) goes under ``build/``; telemetry and the auth
 token that Ray 2.60 would keep in the home folder are switched off. The same code runs on a
 cluster by passing ``address="ray://head:10001"`` (or ``"auto"`` on a cluster node).
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from helpers import BUILD_DIR
-from helpers.tuning import TensorSplit, train_digits_mlp
+from helpers.tuning.search import TensorSplit, train_digits_mlp
 
 RAY_ENV = {
     "RAY_AUTH_MODE": "disabled",  # no token file in the home folder

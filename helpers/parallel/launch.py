@@ -4,8 +4,8 @@
 ``fn(rank, world_size, *args)`` inside an initialised process group, and returns the list of
 their return values, indexed by rank::
 
-    from helpers import ddp_examples
-    from helpers.distributed import launch
+    from helpers.parallel import ddp_examples
+    from helpers.parallel.launch import launch
 
     results = launch(ddp_examples.hello, 2)      # [{'rank': 0, ...}, {'rank': 1, ...}]
 
@@ -67,7 +67,7 @@ _GRACE_S = 0.5  # after a first failure, how long to wait for the other ranks' o
 _BOOTSTRAP = (
     "import json, sys; "
     "sys.path[:0] = json.loads(open(sys.argv[1] + '/sys_path.json').read()); "
-    "from helpers.distributed import _worker_main; _worker_main(sys.argv[1], int(sys.argv[2]))"
+    "from helpers.parallel.launch import _worker_main; _worker_main(sys.argv[1], int(sys.argv[2]))"
 )
 
 
@@ -152,7 +152,7 @@ def _check_importable(fn: Callable[..., Any]) -> None:
             f"launch() needs a function its worker processes can import, got {qualname or fn!r} "
             f"from module {module!r}. Worker processes start fresh and cannot see functions "
             "defined in a notebook cell, a lambda or a nested function: put it in a module "
-            "(e.g. helpers/ddp_examples.py, or a .py file the notebook writes) and import it."
+            "(e.g. helpers/parallel/ddp_examples.py, or a .py file the notebook writes) and import it."
         )
 
 

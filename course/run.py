@@ -2,8 +2,8 @@
 
 Usage (what ``make run`` calls)::
 
-    python -m helpers.run_course --profile cpu            # every notebook, in order
-    python -m helpers.run_course --profile gpu --only 02_data_parallel
+    python -m course.run --profile cpu            # every notebook, in order
+    python -m course.run --profile gpu --only 02_data_parallel
 
 Executed copies go to ``build/<profile>/notebooks/``, recorded results to
 ``build/<profile>/results/``, and the report to ``build/<profile>/report.md`` (+ ``report.png``).

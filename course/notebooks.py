@@ -9,8 +9,8 @@ Conventions (see README, "How to add a notebook"):
 
 Command line (what ``make student`` and ``make execute`` call)::
 
-    python -m helpers.notebooks student notebooks/*.ipynb --out build/student
-    python -m helpers.notebooks strip notebooks/*.ipynb
+    python -m course.notebooks student notebooks/*.ipynb --out build/student
+    python -m course.notebooks strip notebooks/*.ipynb
 """
 
 from __future__ import annotations

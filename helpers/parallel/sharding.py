@@ -16,12 +16,12 @@ The pieces:
 - :func:`parameter_bytes` (what this rank holds: the local shard of a ``DTensor``, a
   gathered block in full) and :func:`full_parameter_bytes`;
 - :class:`CollectiveCounter`: which collectives run, how many, how many bytes;
-- workers for :func:`helpers.distributed.launch`: :func:`tensor_parallel_equivalence`,
+- workers for :func:`helpers.parallel.launch.launch`: :func:`tensor_parallel_equivalence`,
   :func:`fsdp_equivalence`, and :func:`sharding_demo` (both in one job), each proving that a
   few SGD steps give the same losses, gradients and parameters as one process.
 
 Everything runs on CPU process groups (gloo) as well as on GPUs (NCCL): the mesh's device type
-follows :func:`helpers.distributed.current_device`.
+follows :func:`helpers.parallel.launch.current_device`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers.distributed import current_device
+from helpers.parallel.launch import current_device
 
 
 class BlockMLP(nn.Module):

@@ -1,4 +1,4 @@
-"""Worker functions for notebook 02 (data parallelism), run by :func:`helpers.distributed.launch`.
+"""Worker functions for notebook 02 (data parallelism), run by :func:`helpers.parallel.launch.launch`.
 
 Each function has the signature ``fn(rank, world_size, ...)`` and runs inside an initialised
 process group (gloo on CPU, NCCL on GPUs). They live in a module, not in the notebook, because
@@ -30,7 +30,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from helpers.distributed import current_device
+from helpers.parallel.launch import current_device
 
 if TYPE_CHECKING:  # pandas is imported where it is used: the workers do not need it
     import pandas as pd

@@ -452,7 +452,7 @@ def capped_backoff_in_subprocess(
     if not sys.platform.startswith("linux"):
         raise RuntimeError("capped_backoff_in_subprocess needs Linux (RLIMIT_AS and /proc).")
     arguments = [cap_bytes, start, width, depth, n_features, refine]
-    code = ("import json, sys; from helpers.memory import _capped_child; "
+    code = ("import json, sys; from helpers.precision.memory import _capped_child; "
             "print(json.dumps(_capped_child(*json.loads(sys.argv[1]))))")
     completed = subprocess.run([sys.executable, "-c", code, json.dumps(arguments)],
                                capture_output=True, text=True, timeout=timeout_s, check=False)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from helpers.text import PAD, CharVocab
+from helpers.data import PAD, CharVocab
 
 Lengths = Sequence[int] | np.ndarray | torch.Tensor
 

@@ -20,7 +20,7 @@ Pieces that run inside a process group (one rank per stage):
 
 - :class:`Recorder`: busy intervals and the activation bytes autograd holds;
 - :func:`run_schedule`: a hand-written pipeline step with ``send``/``recv`` for any order;
-- workers for :func:`helpers.distributed.launch`, signature ``fn(rank, world_size, job)``:
+- workers for :func:`helpers.parallel.launch.launch`, signature ``fn(rank, world_size, job)``:
   :func:`pipeline_equivalence` (naive split, hand-written GPipe and 1F1B,
   ``torch.distributed.pipelining`` ScheduleGPipe and Schedule1F1B, each against the unsplit
   model) and :func:`measure_pipeline` (timed steps for several schedules and micro-batch counts,
@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from helpers.distributed import current_device
+from helpers.parallel.launch import current_device
 
 if TYPE_CHECKING:  # imported where used: workers need neither pandas nor matplotlib
     import pandas as pd
@@ -632,7 +632,7 @@ def run_schedule(stage: nn.Module, order: Sequence[Op], *, rank: int, n_stages: 
 
 
 # ----------------------------------------------------------------------------------------------
-# Workers for helpers.distributed.launch
+# Workers for helpers.parallel.launch.launch
 # ----------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

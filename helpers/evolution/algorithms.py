@@ -24,7 +24,7 @@ Evolution strategies (OpenAI-ES, Salimans et al. 2017): :func:`antithetic_noise`
 :func:`run_es`, which can split the fitness evaluations of each step over the processes of a
 ``torch.distributed`` job (every process draws the same noise from a shared seed, evaluates its
 share and all-gathers the fitness scalars: only ``2n`` numbers travel per step).
-:func:`es_worker` is that job's worker, for ``helpers.distributed.launch``.
+:func:`es_worker` is that job's worker, for ``helpers.parallel.launch.launch``.
 """
 
 from __future__ import annotations
@@ -602,7 +602,7 @@ def es_worker(
     rank: int, world_size: int, fitness_fn: FitnessFn, theta: torch.Tensor, seed: int,
     es_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    """One rank of a parallel ES job (``helpers.distributed.launch(es_worker, W, ...)``).
+    """One rank of a parallel ES job (``helpers.parallel.launch.launch(es_worker, W, ...)``).
 
     Every rank seeds its noise generator with ``seed`` and runs :func:`run_es` with
     ``distributed=True``; returns the final ``theta``, the history and the seconds spent in

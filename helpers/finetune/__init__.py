@@ -1,0 +1,1 @@
+"""Notebook 11: fine-tuning recipes (`recipes`) and the n-gram pretraining task (`ngrams`)."""

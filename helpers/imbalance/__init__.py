@@ -1,0 +1,1 @@
+"""Notebook 06: losses for imbalanced classes (`losses`) and resampling (`sampling`)."""
