@@ -61,12 +61,12 @@ test: lint unit notebooks  ## ruff, pytest on tests/, nbval on notebooks/
 lint: $(STAMP)
 	$(BIN)/ruff check $(wildcard helpers tests benchmarks data notebooks)
 
-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -n 2
+unit: $(STAMP)  ## pytest on tests/ (TESTS="tests/test_x.py" for some)
+	$(BIN)/python -m pytest $(or $(TESTS),tests -n 2)
 
-notebooks: $(STAMP)
+notebooks: $(STAMP)  ## nbval re-execution of every notebook (NB=notebooks/NN_x.ipynb for some)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly notebooks
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly $(or $(NB),notebooks)
 
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(BIN)/jupyter lab --notebook-dir=notebooks

@@ -1,11 +1,51 @@
-"""Small sequence classifiers shared by the notebooks: a character GRU and a tiny Transformer."""
+"""The course's one set of small reusable models: an MLP builder, a character GRU and a tiny
+Transformer classifier."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from helpers.data import PAD
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),
+}
+
+
+def choose(name: str, options: dict[str, object], what: str) -> object:
+    """``options[name]``, or a ``ValueError`` that lists the valid names: the course's one
+    "choose by name" rule."""
+    if name not in options:
+        raise ValueError(f"Unknown {what} {name!r}; choose one of {sorted(options)}.")
+    return options[name]
+
+
+def mlp(n_inputs: int, n_outputs: int, hidden: int = 64, depth: int = 1,
+        activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
+    """The course's one MLP: ``depth`` hidden layers of ``hidden`` units, then a linear output.
+
+    Each hidden layer is ``Linear -> activation [-> Dropout]``. ``depth=0`` is a single linear
+    layer (softmax regression).
+    """
+    if min(n_inputs, n_outputs, hidden) < 1 or depth < 0:
+        raise ValueError("mlp needs n_inputs, n_outputs, hidden >= 1 and depth >= 0.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}.")
+    make_activation = choose(activation, ACTIVATIONS, "activation")
+    layers: list[nn.Module] = []
+    width = n_inputs
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), make_activation()]  # type: ignore[operator]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    layers.append(nn.Linear(width, n_outputs))
+    return nn.Sequential(*layers)
 
 
 class GRUClassifier(nn.Module):
