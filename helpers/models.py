@@ -3,13 +3,13 @@ Transformer classifier."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from helpers.data import PAD
-
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
@@ -17,7 +17,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def choose(name: str, options: dict[str, object], what: str) -> object:
+def choose(name: str, options: Mapping[str, Any], what: str) -> Any:
     """``options[name]``, or a ``ValueError`` that lists the valid names: the course's one
     "choose by name" rule."""
     if name not in options:
@@ -40,7 +40,7 @@ def mlp(n_inputs: int, n_outputs: int, hidden: int = 64, depth: int = 1,
     layers: list[nn.Module] = []
     width = n_inputs
     for _ in range(depth):
-        layers += [nn.Linear(width, hidden), make_activation()]  # type: ignore[operator]
+        layers += [nn.Linear(width, hidden), make_activation()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = hidden

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -16,7 +18,7 @@ def set_theme() -> None:
     matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.autolayout": True})
 
 
-def small_figure(ncols: int = 1, nrows: int = 1, **kwargs) -> tuple[plt.Figure, object]:
+def small_figure(ncols: int = 1, nrows: int = 1, **kwargs: Any) -> tuple[plt.Figure, Any]:
     """A figure with ``nrows x ncols`` panels sized for a notebook page."""
     width, height = FIGSIZE_PER_PANEL
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), **kwargs)
