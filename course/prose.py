@@ -67,8 +67,10 @@ class Finding:
         return f"cell {self.cell}: unbacked {self.kind}: {self.text}"
 
 
-def _prose(markdown: str) -> str:
-    for pattern in _STRIP:
+def _prose(markdown: str, keep_links: bool = False) -> str:
+    """Markdown without code, HTML tags, link targets, URLs, arXiv ids and version numbers
+    (``keep_links``: without code and HTML only, so a link still counts as a citation)."""
+    for pattern in _STRIP[:3] if keep_links else _STRIP:
         markdown = pattern.sub(lambda m: " " * len(m.group(0)), markdown)
     return markdown
 
@@ -165,7 +167,7 @@ def check_notebook(notebook: dict, constants: dict[str, str] | None = None) -> l
         near = [c for c in cells[max(0, index - 3): index + 3] if c.get("cell_type") == "code"]
         if any("Verdict:" in _output_text(c) for c in near):
             continue
-        for sentence in _sentences(_prose(text)):
+        for sentence in _sentences(_prose(text, keep_links=True)):
             if _VERDICT.search(sentence) and not _CITATION.search(sentence):
                 findings.append(Finding(index, "verdict", sentence[:160]))
     return findings

@@ -51,6 +51,9 @@ def test_an_uncomputed_verdict_is_caught_and_a_printed_one_accepted():
                        ("markdown", text, ""))
     cited = _notebook(("markdown", "Random search is better than a grid (Bergstra & Bengio, 2012).",
                        ""))
+    linked = _notebook(("markdown", "Random search is better than a grid "
+                        "([Bergstra and Bengio](https://jmlr.org/papers/v13/bergstra12a.html)).", ""))
+    assert check_notebook(linked) == []
     assert [f.kind for f in check_notebook(bare)] == ["verdict"]
     assert check_notebook(backed) == []
     assert check_notebook(cited) == []

@@ -1,1 +1,1 @@
-"""Notebooks 02, 03 and 12: launching real process groups (`launch`), DDP examples, pipeline schedules and their engine, tensor parallelism and FSDP (`sharding`)."""
+"""Notebooks 02, 03 and 12: real process groups (`launch`, `worker`, `ranks`, `torchrun`), DDP examples (`ddp_examples`), pipelines (`stages`, `pipeline_schedules`, `sendrecv`, `pipeline`, `pipeline_results`), tensor parallelism and FSDP (`sharding`)."""

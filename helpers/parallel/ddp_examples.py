@@ -8,7 +8,8 @@ worker processes start fresh and can only run functions they can import.
 - :func:`ddp_equivalence`: the proof that DDP with world size W and per-rank batch B/W ends
   with the same parameters as one process with batch B, with and without ``no_sync``
   gradient accumulation, and that removing the all-reduce breaks it.
-- :func:`measure_scaling`: samples/s of a DDP training step, split into compute and all-reduce.
+- :func:`measure_scaling`: samples/s of a DDP training step, split into compute and all-reduce
+  (:func:`summarize_scaling` makes the table).
 - :func:`double_averaging_ratio`: what dividing the loss by the world size (on top of DDP's
   own averaging) does to the update.
 """
@@ -16,9 +17,6 @@ worker processes start fresh and can only run functions they can import.
 from __future__ import annotations
 
 import os
-import statistics
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -30,33 +28,30 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from helpers.parallel.launch import current_device
+from helpers.models import mlp
+from helpers.parallel.ranks import current_device
+from helpers.stats import max_abs_diff
+from helpers.timing import compare_seconds
 
 if TYPE_CHECKING:  # pandas is imported where it is used: the workers do not need it
     import pandas as pd
-
-
-def make_mlp(in_features: int = 64, hidden: int = 32, classes: int = 10) -> nn.Sequential:
-    """A small two-layer MLP (the digits classifier of the course)."""
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, classes))
-
-
-def make_wide_mlp(width: int, depth: int = 3, classes: int = 10) -> nn.Sequential:
-    """A wide MLP: many parameters, few FLOPs per sample — communication-bound under DDP."""
-    layers: list[nn.Module] = []
-    for _ in range(depth):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(width, classes))
 
 
 def make_small_cnn(channels: int = 32, classes: int = 10) -> nn.Sequential:
     """A small CNN on 3x32x32 images: few parameters, many FLOPs per sample — compute-bound."""
     c = channels
     return nn.Sequential(
-        nn.Conv2d(3, c, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * c, classes),
+        nn.Conv2d(3, c, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c, c, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c, 2 * c, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * c, classes),
     )
 
 
@@ -80,6 +75,7 @@ def hello(rank: int, world_size: int) -> dict[str, object]:
 # The proof: DDP == one process with the big batch
 # ----------------------------------------------------------------------------------------------
 
+
 def _counting_allreduce(state, bucket):
     """DDP communication hook: the default all-reduce (average), counted in ``state["calls"]``.
 
@@ -88,10 +84,6 @@ def _counting_allreduce(state, bucket):
     """
     state["calls"] += 1
     return default_hooks.allreduce_hook(None, bucket)
-
-
-def _max_abs_diff(a: nn.Module, b: nn.Module) -> float:
-    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def _flat(model: nn.Module) -> torch.Tensor:
@@ -133,7 +125,7 @@ def ddp_equivalence(
 
     def fresh_model() -> nn.Module:
         torch.manual_seed(seed)  # the same initial weights on every rank (DDP also broadcasts)
-        return make_mlp().to(device)
+        return mlp(64, 10, hidden=32).to(device)  # the digits MLP's shape
 
     def sgd(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -147,8 +139,11 @@ def ddp_equivalence(
 
     mine = slice(rank * per_rank, (rank + 1) * per_rank)
     results: dict[str, float] = {}
-    for variant, micro_batches in (("ddp", 1), ("ddp_accumulation", accumulation),
-                                   ("no_allreduce", 1)):
+    for variant, micro_batches in (
+        ("ddp", 1),
+        ("ddp_accumulation", accumulation),
+        ("no_allreduce", 1),
+    ):
         model = fresh_model()
         ddp = _wrap(model, device)
         counter = {"calls": 0}
@@ -163,7 +158,10 @@ def ddp_equivalence(
                 with nullcontext() if last else ddp.no_sync():
                     (loss_fn(ddp(x), y) / micro_batches).backward()
             opt.step()
-        delta = torch.tensor(_max_abs_diff(model, reference), device=device)
+        delta = torch.tensor(
+            max_abs_diff(dict(model.named_parameters()), dict(reference.named_parameters())),
+            device=device,
+        )
         dist.all_reduce(delta, op=dist.ReduceOp.MAX)
         results[f"{variant}_max_abs_diff"] = delta.item()
         results[f"{variant}_allreduces_per_step"] = counter["calls"] / steps
@@ -180,18 +178,23 @@ def ddp_equivalence(
 # Scaling: compute vs all-reduce
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ScalingSpec:
-    """One model shape for :func:`measure_scaling` (``kind`` is ``"mlp"`` or ``"cnn"``)."""
+    """One model shape for :func:`measure_scaling` (``kind`` is ``"mlp"`` or ``"cnn"``).
+
+    ``bucket_cap_mb`` is DDP's gradient bucket size (PyTorch's default: 25 MB).
+    """
 
     name: str
     kind: str
     size: int  # MLP width, or CNN channels
     per_rank_batch: int
+    bucket_cap_mb: float = 25.0
 
     def build(self) -> nn.Module:
-        if self.kind == "mlp":
-            return make_wide_mlp(self.size)
+        if self.kind == "mlp":  # a wide MLP: many parameters, few FLOPs per sample
+            return mlp(self.size, 10, hidden=self.size, depth=3)
         if self.kind == "cnn":
             return make_small_cnn(self.size)
         raise ValueError(f"Unknown model kind {self.kind!r}: use 'mlp' or 'cnn'.")
@@ -202,21 +205,22 @@ class ScalingSpec:
         return x, torch.randint(0, 10, (self.per_rank_batch,), device=device)
 
 
-def _call_times(fn: Callable[[], object], repeats: int, device: torch.device) -> list[float]:
-    """Seconds taken by each of ``repeats`` calls of ``fn``, the ranks started together."""
-    dist.barrier()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - started)
-    return times
+def gradient_buckets(ddp: DDP) -> int:
+    """How many buckets DDP all-reduces per step (as rebuilt after its first backward).
+
+    DDP starts a bucket's all-reduce as soon as all its gradients are ready, so only a model
+    with several buckets can overlap communication with the rest of its backward. Read from
+    DDP's logging data (a private API: -1 if this PyTorch version lacks it).
+    """
+    getter = getattr(ddp, "_get_ddp_logging_data", None)
+    data = getter() if getter is not None else {}
+    sizes = str(data.get("rebuilt_bucket_sizes") or data.get("bucket_sizes") or "")
+    return len([size for size in sizes.split(",") if size.strip()]) or -1
 
 
-def _train_step(ddp: DDP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                sync: bool) -> None:
+def _train_step(
+    ddp: DDP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, sync: bool
+) -> None:
     """One SGD step; ``sync=False`` skips the gradient all-reduce (``no_sync``)."""
     with nullcontext() if sync else ddp.no_sync():
         nn.functional.cross_entropy(ddp(x), y).backward()
@@ -229,15 +233,14 @@ def measure_scaling(
 ) -> list[dict[str, object]]:
     """Time a DDP training step (SGD) for each spec: with and without the gradient all-reduce.
 
-    Seconds per step, the median over ``steps`` steps (and, ``*_best_s``, the fastest step):
+    Seconds per call, each the **fastest** of ``steps`` repeats
+    (:func:`helpers.timing.compare_seconds`, the three interleaved so that a burst of load from
+    other programs hits all of them alike):
 
     - ``compute_s``: forward + backward + step under ``no_sync()`` (no communication at all);
-    - ``step_s``: the real DDP step (all-reduce overlapped with backward);
+    - ``step_s``: the real DDP step (buckets all-reduced while the backward runs);
     - ``allreduce_s``: one all-reduce of a buffer as large as all the gradients, alone.
 
-    The median, not the mean: on a shared machine a rank that is descheduled for a moment stalls
-    its peers at the next all-reduce, and one such hiccup should not set the figure. The fastest
-    step is what the machine can do when nothing else runs (``timeit``'s convention).
     Each rank returns its own timings; :func:`summarize_scaling` turns them into a table.
     """
     device = current_device()
@@ -245,57 +248,83 @@ def measure_scaling(
     for spec in specs:
         torch.manual_seed(0)
         model = spec.build().to(device)
-        ddp = _wrap(model, device)
+        ddp = DDP(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            bucket_cap_mb=spec.bucket_cap_mb,
+        )
         opt = torch.optim.SGD(ddp.parameters(), lr=1e-3)
         x, y = spec.batch(device)
         n_params = sum(p.numel() for p in model.parameters())
         buffer = torch.zeros(n_params, device=device)
-        synced = partial(_train_step, ddp, opt, x, y, True)
-        local = partial(_train_step, ddp, opt, x, y, False)
-        allreduce = partial(dist.all_reduce, buffer)
-        _call_times(synced, warmup, device)
-        _call_times(local, warmup, device)
-        compute = _call_times(local, steps, device)
-        step = _call_times(synced, steps, device)
-        _call_times(allreduce, 2, device)
-        allreduce_s = statistics.median(_call_times(allreduce, steps, device))
-        rows.append({"model": spec.name, "world_size": world_size, "rank": rank,
-                     "per_rank_batch": spec.per_rank_batch, "params": n_params,
-                     "compute_s": statistics.median(compute), "step_s": statistics.median(step),
-                     "compute_best_s": min(compute), "step_best_s": min(step),
-                     "allreduce_s": allreduce_s})
+        dist.barrier()
+        best = compare_seconds(
+            {
+                "compute": partial(_train_step, ddp, opt, x, y, False),
+                "step": partial(_train_step, ddp, opt, x, y, True),
+                "allreduce": partial(dist.all_reduce, buffer),
+            },
+            device=device,
+            repeats=steps,
+            number=1,
+            warmup=warmup,
+        )
+        rows.append(
+            {
+                "model": spec.name,
+                "world_size": world_size,
+                "rank": rank,
+                "per_rank_batch": spec.per_rank_batch,
+                "params": n_params,
+                "bucket_cap_mb": spec.bucket_cap_mb,
+                "buckets": gradient_buckets(ddp),
+                "compute_s": best["compute"],
+                "step_s": best["step"],
+                "allreduce_s": best["allreduce"],
+            }
+        )
     return rows
 
 
-def summarize_scaling(rows: list[dict[str, object]], stat: str = "median") -> pd.DataFrame:
-    """One row per (model, world size): samples/s, time split, speed-up over world size 1.
+def summarize_scaling(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """One row per (model, world size): samples/s, the step split up, speed-up over world size 1.
 
-    ``stat="median"`` uses the median step times, ``"best"`` the fastest steps. ``comm_s`` is
-    the all-reduce time the step could not hide behind the backward pass (``step_s -
-    compute_s``, at least 0). Throughput counts the samples of all ranks.
+    Times are the ranks' mean of their fastest calls. ``ddp_extra_s = step_s - compute_s`` is
+    what DDP adds to a ``no_sync`` step: at world size 1 there is nothing to send, so it is
+    DDP's own bookkeeping (copying gradients into buckets, the hooks); above that,
+    ``exposed_comm_s`` is the rest (the all-reduce time the backward did not hide) and
+    ``hidden`` the fraction of the all-reduce-alone time that was hidden (1 - exposed / alone).
+    Throughput counts the samples of all ranks.
     """
     import pandas as pd
 
-    if stat not in ("median", "best"):
-        raise ValueError(f"stat must be 'median' or 'best', got {stat!r}.")
     frame = pd.DataFrame(rows)
-    if stat == "best":
-        frame = frame.assign(compute_s=frame["compute_best_s"], step_s=frame["step_best_s"])
-    table = (frame.groupby(["model", "world_size"], sort=False)
-             .agg(per_rank_batch=("per_rank_batch", "first"), params=("params", "first"),
-                  compute_s=("compute_s", "mean"), step_s=("step_s", "mean"),
-                  allreduce_s=("allreduce_s", "mean"))
-             .reset_index())
-    table["comm_s"] = (table["step_s"] - table["compute_s"]).clip(lower=0.0)
+    table = (
+        frame.groupby(["model", "world_size"], sort=False)
+        .agg(
+            per_rank_batch=("per_rank_batch", "first"),
+            params=("params", "first"),
+            compute_s=("compute_s", "mean"),
+            step_s=("step_s", "mean"),
+            allreduce_s=("allreduce_s", "mean"),
+            buckets=("buckets", "first"),
+        )
+        .reset_index()
+    )
+    table["ddp_extra_s"] = table["step_s"] - table["compute_s"]
     table["samples_per_s"] = table["world_size"] * table["per_rank_batch"] / table["step_s"]
-    base = table[table["world_size"] == 1].set_index("model")["samples_per_s"]
-    table["speedup"] = table["samples_per_s"] / table["model"].map(base)
+    at_one = table[table["world_size"] == 1].set_index("model")
+    exposed = (table["ddp_extra_s"] - table["model"].map(at_one["ddp_extra_s"])).clip(lower=0.0)
+    table["exposed_comm_s"] = exposed.where(table["world_size"] > 1)
+    table["hidden"] = (1 - table["exposed_comm_s"] / table["allreduce_s"]).clip(0.0, 1.0)
+    table["speedup"] = table["samples_per_s"] / table["model"].map(at_one["samples_per_s"])
     return table
 
 
 # ----------------------------------------------------------------------------------------------
 # Exercise: the loss averaged twice
 # ----------------------------------------------------------------------------------------------
+
 
 def double_averaging_ratio(rank: int, world_size: int, seed: int = 0) -> float:
     """Size of one SGD update when the loss is also divided by ``world_size``, over the correct one.

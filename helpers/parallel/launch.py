@@ -2,42 +2,29 @@
 
 ``launch(fn, world_size, *args)`` starts ``world_size`` worker processes, each running
 ``fn(rank, world_size, *args)`` inside an initialised process group, and returns the list of
-their return values, indexed by rank::
+their return values, indexed by rank (``launch(ddp_examples.hello, 2)``). What it takes care
+of (each point is a measured gotcha, see COURSE.md):
 
-    from helpers.parallel import ddp_examples
-    from helpers.parallel.launch import launch
+- **Importable functions only**: workers are fresh Python processes, so ``fn`` must live in a
+  module they can import; a function defined in a notebook cell is refused with a clear message.
+- **A fresh rendezvous per job** (a file store in a new temporary folder): two jobs launched at
+  the same moment never meet on a port.
+- **Threads per worker**: ``cores // world_size`` (at least 1), or ``threads_per_worker``.
+- **Backend and device**: NCCL with one GPU per rank on CUDA, gloo on CPU. ``world_size=0``
+  means one process per GPU, or :data:`DEFAULT_CPU_WORLD_SIZE` CPU processes without a GPU.
+- **Fail fast, leave nothing behind**: when a rank raises, the others are stopped within a
+  second and :class:`WorkerError` carries that rank's traceback; every worker's whole process
+  group (grandchildren included) is killed, and a worker whose launcher dies exits by itself.
+- **A world size the machine cannot give is an error before anything starts** (more ranks than
+  GPUs; on CPU more processes than cores unless ``oversubscribe=True``).
 
-    results = launch(ddp_examples.hello, 2)      # [{'rank': 0, ...}, {'rank': 1, ...}]
-
-What it takes care of (each point is a measured gotcha, see COURSE.md):
-
-- **Importable functions only.** Workers are fresh Python processes (the "spawn" model), so
-  ``fn`` must live in a module they can import: ``helpers/`` or a script on ``sys.path``.
-  A function defined in a notebook cell is refused with a clear message.
-- **A fresh rendezvous per job**: a file store in a new temporary folder, so two jobs launched
-  at the same moment (parallel tests, two notebooks) never meet on a port.
-- **Threads per worker**: each worker gets ``cores // world_size`` threads (at least 1), or
-  ``threads_per_worker``; without this, two processes on two cores run several times slower.
-- **Backend and device**: NCCL with one GPU per rank on CUDA, gloo on CPU, chosen from
-  ``device`` (``"auto"`` = CUDA when present). ``world_size=0`` means one process per GPU,
-  or :data:`DEFAULT_CPU_WORLD_SIZE` CPU processes without a GPU.
-- **Fail fast, leave nothing behind**: when a rank raises, ``launch`` stops the others within
-  a second and raises :class:`WorkerError` carrying that rank's traceback. Every worker runs in
-  its own process group (session), which is killed as a whole, grandchildren included (e.g.
-  DataLoader workers); a worker whose launcher dies exits by itself.
-- **A world size the machine cannot give is an error before anything starts**: more ranks than
-  GPUs on CUDA; on CPU more processes than cores unless ``oversubscribe=True`` (the documented
-  fallback: extra processes share the cores, one thread each).
-
-Inside a worker (or a ``torchrun`` script) use :func:`current_device`, :func:`print0`,
-:func:`gather_object` and :func:`mean_metrics`; scripts launched by ``torchrun`` call
-:func:`setup_from_env` first and :func:`cleanup` last.
-"""
+The child side is :mod:`helpers.parallel.worker`. Inside a worker use :func:`current_device`,
+:func:`print0`, :func:`gather_object`, :func:`mean_metrics` (from :mod:`helpers.parallel.ranks`,
+re-exported here); ``torchrun`` scripts (:mod:`helpers.parallel.torchrun`) call
+:func:`setup_from_env` first and :func:`cleanup` last."""
 
 from __future__ import annotations
 
-import faulthandler
-import gc
 import json
 import os
 import pickle
@@ -47,9 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -59,15 +44,25 @@ import torch
 import torch.distributed as dist
 
 from helpers.devices import default_backend, gpu_count, pick_device
+from helpers.parallel.ranks import (  # noqa: F401 (re-exported: workers and scripts import them here)
+    cleanup,
+    current_device,
+    gather_object,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    mean_metrics,
+    print0,
+)
 
 DEFAULT_CPU_WORLD_SIZE = 2
 DEFAULT_TIMEOUT_S = 300.0
-_POLL_S = 0.05
+POLL_S = 0.05
 _GRACE_S = 0.5  # after a first failure, how long to wait for the other ranks' own reports
 _BOOTSTRAP = (
     "import json, sys; "
     "sys.path[:0] = json.loads(open(sys.argv[1] + '/sys_path.json').read()); "
-    "from helpers.parallel.launch import _worker_main; _worker_main(sys.argv[1], int(sys.argv[2]))"
+    "from helpers.parallel.worker import worker_main; worker_main(sys.argv[1], int(sys.argv[2]))"
 )
 
 
@@ -75,7 +70,12 @@ class WorkerError(RuntimeError):
     """A rank of a :func:`launch` job failed; the message holds that rank's traceback."""
 
     def __init__(self, rank: int, world_size: int, exitcode: int, details: str) -> None:
-        self.rank, self.world_size, self.exitcode, self.details = rank, world_size, exitcode, details
+        self.rank, self.world_size, self.exitcode, self.details = (
+            rank,
+            world_size,
+            exitcode,
+            details,
+        )
         super().__init__(
             f"rank {rank} of {world_size} failed (exit code {exitcode}); the other ranks were "
             f"stopped.\n--- rank {rank} ---\n{details.rstrip()}"
@@ -127,7 +127,9 @@ def resolve_world_size(
 def _resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, torch.device):
         if device.type == "cuda" and gpu_count() == 0:
-            raise ValueError("device='cuda' was asked for but no GPU is visible; use 'auto' or 'cpu'.")
+            raise ValueError(
+                "device='cuda' was asked for but no GPU is visible; use 'auto' or 'cpu'."
+            )
         return device
     if device.startswith("cuda") and gpu_count() == 0:
         raise ValueError(
@@ -190,8 +192,15 @@ def launch(
     threads = threads_per_worker or max(1, available_cores() // world_size)
 
     job_dir = Path(tempfile.mkdtemp(prefix="launch-"))
-    spec = {"fn": fn, "args": args, "world_size": world_size, "backend": backend,
-            "device_type": resolved_device.type, "threads": threads, "timeout_s": timeout_s}
+    spec = {
+        "fn": fn,
+        "args": args,
+        "world_size": world_size,
+        "backend": backend,
+        "device_type": resolved_device.type,
+        "threads": threads,
+        "timeout_s": timeout_s,
+    }
     try:
         payload = pickle.dumps(spec)
     except Exception as exc:
@@ -204,28 +213,46 @@ def launch(
     started = time.monotonic()
     try:
         for rank in range(world_size):
-            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world_size),
-                   "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size),
-                   "GROUP_RANK": "0", "OMP_NUM_THREADS": str(threads),
-                   "MKL_NUM_THREADS": str(threads)}
-            with open(job_dir / f"rank{rank}.out", "wb") as out, \
-                    open(job_dir / f"rank{rank}.err", "wb") as err:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-c", _BOOTSTRAP, str(job_dir), str(rank)],
-                    env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                ))
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "WORLD_SIZE": str(world_size),
+                "LOCAL_RANK": str(rank),
+                "LOCAL_WORLD_SIZE": str(world_size),
+                "GROUP_RANK": "0",
+                "OMP_NUM_THREADS": str(threads),
+                "MKL_NUM_THREADS": str(threads),
+            }
+            with (
+                open(job_dir / f"rank{rank}.out", "wb") as out,
+                open(job_dir / f"rank{rank}.err", "wb") as err,
+            ):
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _BOOTSTRAP, str(job_dir), str(rank)],
+                        env=env,
+                        stdout=out,
+                        stderr=err,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
         _wait(procs, job_dir, world_size, started + timeout_s, timeout_s)
         return [_read_result(job_dir, rank) for rank in range(world_size)]
     finally:
-        _stop(procs)
+        stop_process_groups(procs)
         if echo:
             _echo_output(job_dir, world_size)
         shutil.rmtree(job_dir, ignore_errors=True)
 
 
-def _wait(procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int,
-          deadline: float, timeout_s: float) -> None:
+def _wait(
+    procs: Sequence[subprocess.Popen],
+    job_dir: Path,
+    world_size: int,
+    deadline: float,
+    timeout_s: float,
+) -> None:
     exited_at: dict[int, float] = {}  # wall-clock time each rank was first seen gone
     while True:
         codes = [p.poll() for p in procs]
@@ -235,7 +262,7 @@ def _wait(procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int,
         if any(code not in (None, 0) for code in codes):
             grace_end = time.monotonic() + _GRACE_S
             while time.monotonic() < grace_end and any(p.poll() is None for p in procs):
-                time.sleep(_POLL_S)
+                time.sleep(POLL_S)
             for rank, proc in enumerate(procs):
                 if proc.poll() is not None:
                     exited_at.setdefault(rank, time.time())
@@ -249,16 +276,23 @@ def _wait(procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int,
                 "A rank waiting in a collective for a peer that never comes looks like this "
                 "(e.g. one rank skipped a backward or an all_reduce)."
             )
-        time.sleep(_POLL_S)
+        time.sleep(POLL_S)
 
 
 # Errors a rank raises because a peer died first (its socket closed mid-collective).
-_CONSEQUENCE_MARKERS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
-                        "DistBackendError", "NCCL communicator was aborted", "Socket Timeout")
+_CONSEQUENCE_MARKERS = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "DistBackendError",
+    "NCCL communicator was aborted",
+    "Socket Timeout",
+)
 
 
-def _failure(procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int,
-             exited_at: dict[int, float]) -> WorkerError:
+def _failure(
+    procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int, exited_at: dict[int, float]
+) -> WorkerError:
     """The error of the rank that failed first, the others summarised.
 
     A rank whose error only says that a peer went away (connection reset, ...) is a
@@ -277,9 +311,13 @@ def _failure(procs: Sequence[subprocess.Popen], job_dir: Path, world_size: int,
         else:
             tail = _tail(job_dir / f"rank{rank}.err")
             reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            when, details = exited_at.get(rank, time.time()), (
-                f"The process {reason} without a Python traceback."
-                + (f" Its stderr ends with:\n{tail}" if tail else ""))
+            when, details = (
+                exited_at.get(rank, time.time()),
+                (
+                    f"The process {reason} without a Python traceback."
+                    + (f" Its stderr ends with:\n{tail}" if tail else "")
+                ),
+            )
         consequence = any(marker in details for marker in _CONSEQUENCE_MARKERS)
         reports.append((consequence, when, rank, code, details))
     reports.sort()
@@ -300,7 +338,7 @@ def _read_result(job_dir: Path, rank: int) -> Any:
     return pickle.loads((job_dir / f"rank{rank}.result.pkl").read_bytes())
 
 
-def _stop(procs: Sequence[subprocess.Popen]) -> None:
+def stop_process_groups(procs: Sequence[subprocess.Popen]) -> None:
     """Stop every worker's whole process group (grandchildren included) and reap the workers.
 
     SIGTERM first, SIGKILL after 2 s for anything left in the groups (a grandchild that ignores
@@ -332,122 +370,6 @@ def _echo_output(job_dir: Path, world_size: int) -> None:
     sys.stdout.flush()
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit this worker if the process that launched it goes away (no orphans)."""
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(3)
-        time.sleep(1.0)
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        converted = [_to_cpu(v) for v in value]
-        return type(value)(converted) if not hasattr(value, "_fields") else type(value)(*converted)
-    return value
-
-
-def _worker_main(job_dir_text: str, rank: int) -> None:
-    """Entry point of one worker process (started by :func:`launch`)."""
-    job_dir = Path(job_dir_text)
-    faulthandler.enable()  # a crash in native code still leaves a Python stack in stderr
-    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    try:
-        spec = pickle.loads((job_dir / "spec.pkl").read_bytes())
-        world_size = spec["world_size"]
-        torch.set_num_threads(spec["threads"])
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
-        device_id = None
-        if spec["device_type"] == "cuda":
-            torch.cuda.set_device(rank)
-            device_id = torch.device("cuda", rank)
-        dist.init_process_group(
-            spec["backend"], init_method=f"file://{job_dir / 'rendezvous'}", rank=rank,
-            world_size=world_size, timeout=timedelta(seconds=spec["timeout_s"]),
-            device_id=device_id,
-        )
-        result = _to_cpu(spec["fn"](rank, world_size, *spec["args"]))
-        partial = job_dir / f".rank{rank}.result.pkl"
-        partial.write_bytes(pickle.dumps(result))
-        partial.replace(job_dir / f"rank{rank}.result.pkl")
-    except BaseException:
-        report = {"time": time.time(), "traceback": traceback.format_exc()}
-        (job_dir / f"rank{rank}.error.json").write_text(json.dumps(report))
-        sys.stdout.flush()
-        sys.stderr.write(report["traceback"])
-        sys.stderr.flush()
-        os._exit(1)  # skip process-group teardown: the peers may be gone or stuck
-    sys.stdout.flush()
-    cleanup()
-
-
-# ----------------------------------------------------------------------------------------------
-# Inside a worker or a torchrun script
-# ----------------------------------------------------------------------------------------------
-
-def get_rank() -> int:
-    """This process's global rank (0 outside a job)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", 0))
-
-
-def get_world_size() -> int:
-    """The number of processes in the job (1 outside a job)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", 1))
-
-
-def is_main_process() -> bool:
-    """True on rank 0: the one rank that prints, logs and writes checkpoints."""
-    return get_rank() == 0
-
-
-def print0(*args: Any, **kwargs: Any) -> None:
-    """``print`` on rank 0 only (flushed), so a job with W ranks says things once, not W times."""
-    if is_main_process():
-        kwargs.setdefault("flush", True)
-        print(*args, **kwargs)
-
-
-def current_device() -> torch.device:
-    """This rank's device: ``cuda:<local rank>`` when the job uses NCCL, else the CPU."""
-    if dist.is_initialized() and dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def gather_object(value: Any) -> list[Any]:
-    """Every rank's ``value`` (any picklable object), as a list indexed by rank, on all ranks."""
-    if not dist.is_initialized():
-        return [value]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def mean_metrics(metrics: dict[str, float], weight: float = 1.0) -> dict[str, float]:
-    """The ``weight``-weighted mean of each metric over all ranks (e.g. weight = samples seen).
-
-    One all-reduce of a small tensor; every rank gets the same answer.
-    """
-    names = sorted(metrics)
-    if not dist.is_initialized():
-        return {name: float(metrics[name]) for name in names}
-    values = torch.tensor([float(metrics[n]) * weight for n in names] + [float(weight)],
-                          dtype=torch.float64, device=current_device())
-    dist.all_reduce(values)
-    total_weight = values[-1].item()
-    return {name: values[i].item() / total_weight for i, name in enumerate(names)}
-
 
 def setup_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:
     """Initialise the process group from torchrun's environment; return this rank's device.
@@ -470,102 +392,7 @@ def setup_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -
             )
         torch.cuda.set_device(local_rank)
         chosen = device_id = torch.device("cuda", local_rank)
-    dist.init_process_group(default_backend(chosen), timeout=timedelta(seconds=timeout_s),
-                            device_id=device_id)
+    dist.init_process_group(
+        default_backend(chosen), timeout=timedelta(seconds=timeout_s), device_id=device_id
+    )
     return chosen
-
-
-def cleanup() -> None:
-    """Tear the process group down (end of a worker or torchrun script).
-
-    Collects garbage first: a DDP model caught in a reference cycle that outlives its process
-    group is torn down at interpreter exit instead, which aborted about 1 run in 10 here
-    ("terminate called without an active exception").
-    """
-    gc.collect()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------------------------
-# torchrun from a notebook
-# ----------------------------------------------------------------------------------------------
-
-def torchrun_command(
-    script: str | Path,
-    nproc_per_node: int,
-    *script_args: str,
-    nnodes: int = 1,
-    rdzv_endpoint: str | None = None,
-    rdzv_id: str = "course",
-) -> list[str]:
-    """``python -m torch.distributed.run ...`` for ``script`` (never a bare ``torchrun``).
-
-    One node: ``--standalone`` (a private rendezvous on a free port). Several nodes: the c10d
-    rendezvous at ``rdzv_endpoint`` (``host:port`` of any one node), the same on every node.
-    """
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}"]
-    if nnodes == 1 and rdzv_endpoint is None:
-        cmd.append("--standalone")
-    else:
-        if rdzv_endpoint is None:
-            raise ValueError("Several nodes need rdzv_endpoint='host:port' (the same on every node).")
-        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
-                f"--rdzv-id={rdzv_id}"]
-    return [*cmd, str(script), *map(str, script_args)]
-
-
-def run_checked(cmd: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs: Any) -> str:
-    """Run ``cmd``, return its stdout; raise with the end of its stderr if it fails."""
-    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s, **kwargs)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} ... failed with exit code "
-            f"{done.returncode}. Its stderr ends with:\n{done.stderr[-3000:]}"
-        )
-    return done.stdout
-
-
-def run_nodes(commands: Sequence[Sequence[str]], timeout_s: float = DEFAULT_TIMEOUT_S,
-              **kwargs: Any) -> list[str]:
-    """Start several commands at once (e.g. one torchrun per "node"), wait for all, stdout each.
-
-    If one fails, the others are stopped and the error names it with the end of its stderr.
-    """
-    procs = [subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True, **kwargs) for cmd in commands]
-    outputs: list[tuple[str, str]] = [("", "")] * len(procs)
-    try:
-        readers = []
-        for index, proc in enumerate(procs):
-            def read(i: int = index, p: subprocess.Popen = proc) -> None:
-                outputs[i] = p.communicate()
-            thread = threading.Thread(target=read, daemon=True)
-            thread.start()
-            readers.append(thread)
-        deadline = time.monotonic() + timeout_s
-        timed_out, first_failed = False, None
-        while any(p.poll() is None for p in procs):
-            failed = [i for i, p in enumerate(procs) if p.poll() not in (None, 0)]
-            if failed:
-                first_failed = failed[0]
-                break
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            time.sleep(_POLL_S)
-        _stop(procs)
-        for thread in readers:
-            thread.join(timeout=5)
-        if timed_out:
-            raise TimeoutError(f"The node commands did not finish within {timeout_s:g} s.")
-        if first_failed is None:
-            first_failed = next((i for i, p in enumerate(procs) if p.returncode != 0), None)
-        if first_failed is not None:
-            raise RuntimeError(
-                f"node command {first_failed} failed (exit code {procs[first_failed].returncode})."
-                f" Its stderr ends with:\n{outputs[first_failed][1][-3000:]}"
-            )
-        return [out for out, _ in outputs]
-    finally:
-        _stop(procs)

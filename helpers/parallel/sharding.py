@@ -18,7 +18,7 @@ The pieces:
 - :class:`CollectiveCounter`: which collectives run, how many, how many bytes;
 - workers for :func:`helpers.parallel.launch.launch`: :func:`tensor_parallel_equivalence`,
   :func:`fsdp_equivalence`, and :func:`sharding_demo` (both in one job), each proving that a
-  few SGD steps give the same losses, gradients and parameters as one process.
+  few Adam steps give the same losses, gradients and parameters as one process.
 
 Everything runs on CPU process groups (gloo) as well as on GPUs (NCCL): the mesh's device type
 follows :func:`helpers.parallel.launch.current_device`.
@@ -36,18 +36,22 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers.parallel.launch import current_device
+from helpers.parallel.ranks import current_device
+from helpers.stats import max_abs_diff
 
 
 class BlockMLP(nn.Module):
     """``embed`` -> residual MLP blocks ``h + W2 gelu(W1 h)`` -> ``head`` (a Transformer's MLP part)."""
 
-    def __init__(self, in_features: int, dim: int, hidden: int, n_blocks: int, classes: int) -> None:
+    def __init__(
+        self, in_features: int, dim: int, hidden: int, n_blocks: int, classes: int
+    ) -> None:
         super().__init__()
         self.embed = nn.Linear(in_features, dim)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-            for _ in range(n_blocks))
+            for _ in range(n_blocks)
+        )
         self.head = nn.Linear(dim, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +66,8 @@ class ShardingJob:
     """The model, data and optimisation of the tensor-parallel and FSDP proofs.
 
     ``batch`` is the global batch: tensor parallelism gives all of it to every rank, FSDP a
-    ``batch / W`` slice to each.
+    ``batch / W`` slice to each. The optimizer is Adam (``lr``), so there is optimizer state
+    (two moments per parameter) whose sharding the proofs can measure.
     """
 
     in_features: int = 32
@@ -72,7 +77,7 @@ class ShardingJob:
     classes: int = 10
     batch: int = 16
     steps: int = 3
-    lr: float = 0.1
+    lr: float = 1e-3  # Adam's default
     seed: int = 0
 
 
@@ -104,6 +109,20 @@ def tensor_parallel_plan(model: BlockMLP) -> dict[str, Any]:
     return plan
 
 
+def fsdp_wrap(model: BlockMLP, mesh: Any) -> BlockMLP:
+    """FSDP2: shard every block on ``mesh``, then the root (``embed`` and ``head`` with it).
+
+    Each ``fully_shard`` call is one unit that is all-gathered just before it runs and freed
+    after; the root's unit is gathered first and kept until the backward is done.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
 def _local(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
@@ -130,6 +149,20 @@ def full_parameter_bytes(module: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer, local: bool = True) -> int:
+    """Bytes of the optimizer's tensor state (Adam: ``exp_avg``, ``exp_avg_sq``; not ``step``).
+
+    ``local=True`` counts what this rank stores (a ``DTensor``'s local shard), ``False`` the
+    global shapes (the state of the whole model).
+    """
+    total = 0
+    for state in optimizer.state.values():
+        for name, t in state.items():
+            if isinstance(t, torch.Tensor) and name != "step":
+                total += (_local(t) if local else t).numel() * t.element_size()
+    return total
+
+
 _COLLECTIVE_NAMESPACES = ("c10d", "_c10d_functional")
 _NOT_COLLECTIVES = ("wait", "wrap", "barrier", "monitored")
 
@@ -149,9 +182,13 @@ class CollectiveCounter(TorchDispatchMode):
         self.counts: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         name = func.__name__.split(".")[0]
-        if func.namespace in _COLLECTIVE_NAMESPACES and not any(w in name for w in _NOT_COLLECTIVES):
+        if func.namespace in _COLLECTIVE_NAMESPACES and not any(
+            w in name for w in _NOT_COLLECTIVES
+        ):
             tensors = [t for t in _flatten(args) if isinstance(t, torch.Tensor)]
             self.counts[name] += 1
             self.bytes[name] += max((t.numel() * t.element_size() for t in tensors), default=0)
@@ -179,15 +216,17 @@ def _mesh(world_size: int) -> Any:
     return init_device_mesh(current_device().type, (world_size,))
 
 
-def _max_diff(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    return max((a - b).abs().max().item() for a, b in pairs)
+def _adam(model: nn.Module, job: ShardingJob) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=job.lr, foreach=False)
 
 
-def _reference_run(job: ShardingJob, device: torch.device) -> tuple[BlockMLP, list[float], dict[str, torch.Tensor]]:
-    """One process, the whole batch: the model after ``job.steps`` SGD steps, the losses, first grads."""
+def _reference_run(
+    job: ShardingJob, device: torch.device
+) -> tuple[BlockMLP, list[float], dict[str, torch.Tensor]]:
+    """One process, the whole batch: the model after ``job.steps`` Adam steps, the losses, first grads."""
     model = make_block_mlp(job).to(device)
     x, y = (t.to(device) for t in make_data(job))
-    opt = torch.optim.SGD(model.parameters(), lr=job.lr)
+    opt = _adam(model, job)
     losses, first_grads = [], {}
     for step in range(job.steps):
         opt.zero_grad(set_to_none=True)
@@ -209,7 +248,7 @@ def _train_and_compare(
     reference: tuple[BlockMLP, list[float], dict[str, torch.Tensor]],
     step_loss: Callable[[torch.Tensor], float],
 ) -> dict[str, Any]:
-    """``job.steps`` SGD steps of a parallelised ``model`` and what both proofs report: the largest
+    """``job.steps`` optimizer steps of a parallelised ``model`` and what both proofs report: the largest
     differences from ``reference`` (losses, first-step gradients, final parameters), the
     collectives of the first forward and backward, and where each parameter lives.
     ``step_loss`` turns a rank's loss into the loss compared with the single-process run."""
@@ -223,21 +262,29 @@ def _train_and_compare(
             loss.backward()
         if step == 0:
             forward_comm, backward_comm = fwd.summary(), bwd.summary()
-            grad_diff = _max_diff([(_full(p.grad), ref_grads[n]) for n, p in model.named_parameters()])
+            grad_diff = max_abs_diff(
+                {n: _full(p.grad) for n, p in model.named_parameters()}, ref_grads
+            )
         opt.step()
         losses.append(step_loss(loss))
     ref_params = dict(reference_model.named_parameters())
     return {
         "loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses, strict=True)),
         "grad_diff": grad_diff,
-        "param_diff": _max_diff([(_full(p.detach()), ref_params[n].detach())
-                                 for n, p in model.named_parameters()]),
+        "param_diff": max_abs_diff(
+            {n: _full(p.detach()) for n, p in model.named_parameters()},
+            {n: p.detach() for n, p in ref_params.items()},
+        ),
         "losses": losses,
         "forward_collectives": forward_comm,
         "backward_collectives": backward_comm,
         "full_param_bytes": full_parameter_bytes(model),
-        "placements": {n: str(getattr(p, "placements", "plain tensor (replicated)"))
-                       for n, p in model.named_parameters()},
+        "optimizer_state_bytes": optimizer_state_bytes(opt),
+        "full_optimizer_state_bytes": optimizer_state_bytes(opt, local=False),
+        "placements": {
+            n: str(getattr(p, "placements", "plain tensor (replicated)"))
+            for n, p in model.named_parameters()
+        },
     }
 
 
@@ -256,8 +303,10 @@ def tensor_parallel_equivalence(rank: int, world_size: int, job: ShardingJob) ->
     model = make_block_mlp(job).to(device)
     parallelize_module(model, _mesh(world_size), tensor_parallel_plan(model))
     x, y = (t.to(device) for t in make_data(job))
-    opt = torch.optim.SGD(model.parameters(), lr=job.lr, foreach=False)
-    compared = _train_and_compare(model, x, y, opt, job, reference, step_loss=lambda loss: loss.item())
+    opt = _adam(model, job)
+    compared = _train_and_compare(
+        model, x, y, opt, job, reference, step_loss=lambda loss: loss.item()
+    )
     return {"rank": rank, **compared, "param_bytes": parameter_bytes(model)}
 
 
@@ -271,20 +320,15 @@ def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, 
     the parameter bytes this rank stores between steps, and the most it holds during a forward
     (local shards plus the gathered block).
     """
-    from torch.distributed.fsdp import fully_shard
-
     if job.batch % world_size:
         raise ValueError(f"batch {job.batch} does not split evenly over {world_size} ranks.")
     _no_tf32()
     device = current_device()
     reference = _reference_run(job, device)
     model = make_block_mlp(job).to(device)
-    mesh = _mesh(world_size)
-    for block in model.blocks:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    fsdp_wrap(model, _mesh(world_size))
     x, y = (t.to(device).chunk(world_size)[rank] for t in make_data(job))
-    opt = torch.optim.SGD(model.parameters(), lr=job.lr)
+    opt = _adam(model, job)
 
     peak = {"bytes": 0}
 
@@ -301,12 +345,19 @@ def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, 
     compared = _train_and_compare(model, x, y, opt, job, reference, step_loss=global_loss)
     for hook in hooks:
         hook.remove()
-    return {"rank": rank, **compared, "param_bytes": at_rest, "peak_forward_param_bytes": peak["bytes"]}
+    return {
+        "rank": rank,
+        **compared,
+        "param_bytes": at_rest,
+        "peak_forward_param_bytes": peak["bytes"],
+    }
 
 
 def sharding_demo(rank: int, world_size: int, job: ShardingJob) -> dict[str, dict[str, Any]]:
     """Both proofs in one job (one process start-up instead of two)."""
-    result = {"tensor_parallel": tensor_parallel_equivalence(rank, world_size, job),
-              "fsdp": fsdp_equivalence(rank, world_size, job)}
+    result = {
+        "tensor_parallel": tensor_parallel_equivalence(rank, world_size, job),
+        "fsdp": fsdp_equivalence(rank, world_size, job),
+    }
     dist.barrier()
     return result
