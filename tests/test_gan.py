@@ -1,4 +1,4 @@
-"""helpers.generative.gan against closed forms, references and invariants (Goodfellow et al., 2014)."""
+"""helpers.generative (gan, theory, evaluation) against closed forms, references and invariants (Goodfellow et al., 2014)."""
 
 import math
 
@@ -7,31 +7,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.generative.gan import (
-    LOG4,
-    MLP,
-    algorithm1_step,
+from helpers.generative.evaluation import (
     choose_parzen_sigma,
     classifier_diversity,
-    discriminator_loss,
-    gaussian_pdf,
-    generator_loss,
-    js_divergence,
-    kl_divergence,
-    make_optimizer,
     mode_coverage,
-    optimal_discriminator,
     parzen_log_likelihood,
     ring_centres,
     sample_ring,
     tile_images,
+    within_class_spread,
+)
+from helpers.generative.gan import (
+    MLP,
+    algorithm1_step,
+    discriminator_loss,
+    generator_loss,
+    make_optimizer,
     train_discriminator,
     train_gan,
     train_generator_only,
     value_function,
+)
+from helpers.generative.theory import (
+    LOG4,
+    gaussian_pdf,
+    js_divergence,
+    kl_divergence,
+    optimal_discriminator,
     value_on_grid,
     virtual_training_criterion,
 )
+from helpers.models import mlp
 
 X = np.linspace(-12, 12, 24001)
 
@@ -82,9 +88,14 @@ def test_trained_discriminator_reaches_d_star_within_tolerance():
     """Proposition 1 numerically: D trained with G fixed lands within 0.02 (weighted) of D*."""
     torch.manual_seed(0)
     discriminator = MLP(1, 1, hidden=32)
-    train_discriminator(discriminator, lambda m: 1.0 + 0.6 * torch.randn(m, 1),
-                        lambda m: -0.5 + 1.2 * torch.randn(m, 1), steps=600, batch_size=512,
-                        lr=1e-2)
+    train_discriminator(
+        discriminator,
+        lambda m: 1.0 + 0.6 * torch.randn(m, 1),
+        lambda m: -0.5 + 1.2 * torch.randn(m, 1),
+        steps=600,
+        batch_size=512,
+        lr=1e-2,
+    )
     grid = np.linspace(-5, 5, 1001)
     p, q = gaussian_pdf(grid, 1.0, 0.6), gaussian_pdf(grid, -0.5, 1.2)
     with torch.no_grad():
@@ -151,7 +162,8 @@ def test_value_function_is_minus_binary_cross_entropy():
     assert value_function(real, fake).item() == pytest.approx(expected.item(), rel=1e-5)
     bce = F.binary_cross_entropy_with_logits
     assert discriminator_loss(real, fake).item() == pytest.approx(
-        (bce(real, torch.ones(50)) + bce(fake, torch.zeros(60))).item(), rel=1e-5)
+        (bce(real, torch.ones(50)) + bce(fake, torch.zeros(60))).item(), rel=1e-5
+    )
 
 
 def test_generator_losses_values_and_gradients_with_respect_to_the_logit():
@@ -185,7 +197,9 @@ def test_unknown_names_raise_value_errors_listing_the_known_ones():
     with pytest.raises(ValueError, match="sgd"):
         make_optimizer(MLP(1, 1), "rmsprop", 0.1)
     with pytest.raises(ValueError, match="leaky_relu"):
-        MLP(1, 1, activation="gelu")
+        MLP(1, 1, activation="swish")
+    with pytest.raises(ValueError, match="sigmoid"):
+        MLP(1, 1, output="softmax")
 
 
 # ---- Algorithm 1 -------------------------------------------------------------------------------
@@ -194,14 +208,19 @@ def test_unknown_names_raise_value_errors_listing_the_known_ones():
 def _counting_setup(k):
     torch.manual_seed(0)
     generator, discriminator = MLP(2, 2, hidden=8), MLP(2, 1, hidden=8)
-    g_opt, d_opt = make_optimizer(generator, "sgd", 0.01), make_optimizer(discriminator, "sgd", 0.01)
+    g_opt, d_opt = (
+        make_optimizer(generator, "sgd", 0.01),
+        make_optimizer(discriminator, "sgd", 0.01),
+    )
     counts = {"d_step": 0, "g_step": 0, "d_forward": 0, "g_forward": 0}
     d_opt.register_step_post_hook(lambda *_: counts.__setitem__("d_step", counts["d_step"] + 1))
     g_opt.register_step_post_hook(lambda *_: counts.__setitem__("g_step", counts["g_step"] + 1))
     discriminator.register_forward_hook(
-        lambda *_: counts.__setitem__("d_forward", counts["d_forward"] + 1))
+        lambda *_: counts.__setitem__("d_forward", counts["d_forward"] + 1)
+    )
     generator.register_forward_hook(
-        lambda *_: counts.__setitem__("g_forward", counts["g_forward"] + 1))
+        lambda *_: counts.__setitem__("g_forward", counts["g_forward"] + 1)
+    )
     return generator, discriminator, g_opt, d_opt, counts
 
 
@@ -209,8 +228,16 @@ def _counting_setup(k):
 def test_one_iteration_updates_d_k_times_then_g_once(k):
     generator, discriminator, g_opt, d_opt, counts = _counting_setup(k)
     g_before = [p.detach().clone() for p in generator.parameters()]
-    stats = algorithm1_step(generator, discriminator, g_opt, d_opt, lambda m: torch.randn(m, 2),
-                            lambda m: torch.randn(m, 2), batch_size=16, k=k)
+    stats = algorithm1_step(
+        generator,
+        discriminator,
+        g_opt,
+        d_opt,
+        lambda m: torch.randn(m, 2),
+        lambda m: torch.randn(m, 2),
+        batch_size=16,
+        k=k,
+    )
     assert counts["d_step"] == k and counts["g_step"] == 1
     # one forward of D per discriminator update (real and fake together) + one for G's update
     assert counts["d_forward"] == k + 1
@@ -224,20 +251,39 @@ def test_generator_does_not_move_during_the_discriminator_updates():
     g_before = [p.detach().clone() for p in generator.parameters()]
     frozen = make_optimizer(generator, "sgd", 0.0)  # G's update is a no-op: only D may change
     d_before = [p.detach().clone() for p in discriminator.parameters()]
-    algorithm1_step(generator, discriminator, frozen, d_opt, lambda m: torch.randn(m, 2),
-                    lambda m: torch.randn(m, 2), batch_size=16, k=4)
+    algorithm1_step(
+        generator,
+        discriminator,
+        frozen,
+        d_opt,
+        lambda m: torch.randn(m, 2),
+        lambda m: torch.randn(m, 2),
+        batch_size=16,
+        k=4,
+    )
     assert all(torch.equal(a, b) for a, b in zip(g_before, generator.parameters(), strict=True))
-    assert any(not torch.equal(a, b)
-               for a, b in zip(d_before, discriminator.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters(), strict=True)
+    )
 
 
 def test_conditional_step_feeds_labels_to_both_networks():
     torch.manual_seed(0)
     generator, discriminator = MLP(4, 3, hidden=8, n_classes=5), MLP(3, 1, hidden=8, n_classes=5)
-    g_opt, d_opt = make_optimizer(generator, "adam", 1e-3), make_optimizer(discriminator, "adam", 1e-3)
-    stats = algorithm1_step(generator, discriminator, g_opt, d_opt,
-                            lambda m: (torch.randn(m, 3), torch.randint(5, (m,))),
-                            lambda m: torch.randn(m, 4), batch_size=8, k=2)
+    g_opt, d_opt = (
+        make_optimizer(generator, "adam", 1e-3),
+        make_optimizer(discriminator, "adam", 1e-3),
+    )
+    stats = algorithm1_step(
+        generator,
+        discriminator,
+        g_opt,
+        d_opt,
+        lambda m: (torch.randn(m, 3), torch.randint(5, (m,))),
+        lambda m: torch.randn(m, 4),
+        batch_size=8,
+        k=2,
+    )
     assert math.isfinite(stats.d_loss) and math.isfinite(stats.g_loss)
     with pytest.raises(ValueError, match="conditional"):
         generator(torch.randn(2, 4))
@@ -248,8 +294,15 @@ def test_conditional_step_feeds_labels_to_both_networks():
 def test_a_short_1d_gan_moves_the_generator_to_the_data():
     torch.manual_seed(0)
     generator, discriminator = MLP(1, 1, hidden=16), MLP(1, 1, hidden=16)
-    history = train_gan(generator, discriminator, lambda m: 3.0 + 0.5 * torch.randn(m, 1),
-                        lambda m: torch.randn(m, 1), iterations=400, batch_size=64, lr=3e-3)
+    history = train_gan(
+        generator,
+        discriminator,
+        lambda m: 3.0 + 0.5 * torch.randn(m, 1),
+        lambda m: torch.randn(m, 1),
+        iterations=400,
+        batch_size=64,
+        lr=3e-3,
+    )
     assert len(history) == 400 and history[-1]["iteration"] == 400
     with torch.no_grad():
         mean = generator(torch.randn(2000, 1)).mean().item()
@@ -260,8 +313,9 @@ def test_generator_alone_against_a_frozen_discriminator_leaves_d_untouched():
     torch.manual_seed(0)
     generator, discriminator = MLP(2, 2, hidden=8), MLP(2, 1, hidden=8)
     d_before = [p.detach().clone() for p in discriminator.parameters()]
-    losses = train_generator_only(generator, discriminator, lambda m: torch.randn(m, 2), steps=20,
-                                  batch_size=16)
+    losses = train_generator_only(
+        generator, discriminator, lambda m: torch.randn(m, 2), steps=20, batch_size=16
+    )
     assert len(losses) == 20 and losses[-1] < losses[0]
     assert all(torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters(), strict=True))
     assert all(p.requires_grad for p in discriminator.parameters())
@@ -295,8 +349,9 @@ def test_a_few_stray_points_do_not_count_as_covering_a_mode():
 
 def test_parzen_with_one_sample_is_the_gaussian_density():
     sample, point, sigma = torch.tensor([[0.2, -0.1, 0.4]]), torch.tensor([[1.0, 0.5, 0.0]]), 0.7
-    expected = (-((point - sample) ** 2).sum() / (2 * sigma**2)
-                - 1.5 * math.log(2 * math.pi * sigma**2))
+    expected = -((point - sample) ** 2).sum() / (2 * sigma**2) - 1.5 * math.log(
+        2 * math.pi * sigma**2
+    )
     assert parzen_log_likelihood(sample, point, sigma).item() == pytest.approx(expected.item())
 
 
@@ -333,3 +388,35 @@ def test_tile_images_places_each_image():
     assert canvas.shape == (17, 17)
     np.testing.assert_array_equal(canvas[9:17, 0:8], images[2].reshape(8, 8))
     assert np.isnan(canvas[9:, 9:]).all()
+
+
+# ---- the shared MLP and within-class spread ------------------------------------------------------
+
+
+def test_gan_mlp_has_the_layers_of_the_course_mlp_plus_its_output():
+    torch.manual_seed(0)
+    gan_net = MLP(5, 3, hidden=7, n_hidden=2, activation="leaky_relu", output="sigmoid")
+    torch.manual_seed(0)
+    course_net = mlp(5, 3, hidden=7, depth=2, activation="leaky_relu")
+    x = torch.randn(4, 5)
+    assert [type(m) for m in gan_net.net][:-1] == [type(m) for m in course_net]
+    assert torch.allclose(gan_net(x), torch.sigmoid(course_net(x)))
+
+
+def test_within_class_spread_matches_brute_force_pairwise_distances():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6))
+    c = rng.integers(0, 3, size=40)
+    c[:2] = 3  # class 3: exactly two samples
+    spread = within_class_spread(x, c, 5)
+    for k in range(4):
+        members = x[c == k]
+        pairs = [np.linalg.norm(a - b) for i, a in enumerate(members) for b in members[i + 1 :]]
+        assert spread[k] == pytest.approx(np.mean(pairs), rel=1e-9)
+    assert np.isnan(spread[4]), "an empty class has no spread"
+    collapsed = np.repeat(x[:1], 10, axis=0)
+    assert within_class_spread(collapsed, np.zeros(10, dtype=int), 1)[0] == pytest.approx(
+        0.0, abs=1e-6
+    )
+    with pytest.raises(ValueError, match="classes must lie"):
+        within_class_spread(x, np.full(40, 7), 5)

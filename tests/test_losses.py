@@ -24,7 +24,9 @@ from helpers.imbalance.losses import (
 
 def random_batch(n: int = 64, k: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, k, generator=generator) * 3, torch.randint(0, k, (n,), generator=generator)
+    return torch.randn(n, k, generator=generator) * 3, torch.randint(
+        0, k, (n,), generator=generator
+    )
 
 
 def test_class_counts_and_errors():
@@ -46,7 +48,9 @@ def test_class_weights_closed_form_and_equal_class_totals():
     # every class carries the same total weight n / k
     np.testing.assert_allclose(weights.numpy() * [60, 30, 10], [100 / 3] * 3, rtol=1e-6)
     assert weights.dtype == torch.float32
-    np.testing.assert_allclose(class_weights(labels, power=0.5).numpy(), weights.numpy() ** 0.5, rtol=1e-6)
+    np.testing.assert_allclose(
+        class_weights(labels, power=0.5).numpy(), weights.numpy() ** 0.5, rtol=1e-6
+    )
     np.testing.assert_allclose(class_weights(labels, power=0.0).numpy(), [1, 1, 1])
 
 
@@ -72,7 +76,9 @@ def test_focal_with_gamma_zero_is_cross_entropy(use_weight):
         actual = focal_loss(logits, targets, gamma=0.0, weight=weight, reduction=reduction)
         torch.testing.assert_close(actual, expected)
     module = FocalLoss(gamma=0.0, weight=weight)
-    torch.testing.assert_close(module(logits, targets), F.cross_entropy(logits, targets, weight=weight))
+    torch.testing.assert_close(
+        module(logits, targets), F.cross_entropy(logits, targets, weight=weight)
+    )
 
 
 def test_focal_gradient_with_gamma_zero_matches_cross_entropy():
@@ -104,7 +110,9 @@ def test_focal_down_weights_easy_examples_most():
     assert ratio[0] < ratio[1], "the easy example keeps a smaller share of its loss"
     assert (fl <= ce + 1e-7).all(), "focal loss never exceeds cross-entropy"
     # larger gamma shrinks the easy example's loss further
-    assert focal_loss(logits[:1], targets[:1], gamma=5.0) < focal_loss(logits[:1], targets[:1], gamma=2.0)
+    assert focal_loss(logits[:1], targets[:1], gamma=5.0) < focal_loss(
+        logits[:1], targets[:1], gamma=2.0
+    )
 
 
 def test_focal_is_stable_for_confident_logits():
@@ -130,10 +138,14 @@ def test_logit_adjusted_loss_is_cross_entropy_of_shifted_logits():
     prior = torch.tensor(np.log(counts / counts.sum()), dtype=torch.float32)
     torch.testing.assert_close(log_priors(counts), prior)
     expected = F.cross_entropy(logits + 0.5 * prior, targets)
-    torch.testing.assert_close(logit_adjusted_cross_entropy(logits, targets, prior, tau=0.5), expected)
+    torch.testing.assert_close(
+        logit_adjusted_cross_entropy(logits, targets, prior, tau=0.5), expected
+    )
     torch.testing.assert_close(LogitAdjustedLoss(counts, tau=0.5)(logits, targets), expected)
     # tau = 0 is plain cross-entropy
-    torch.testing.assert_close(LogitAdjustedLoss(counts, tau=0.0)(logits, targets), F.cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        LogitAdjustedLoss(counts, tau=0.0)(logits, targets), F.cross_entropy(logits, targets)
+    )
 
 
 def test_one_vs_rest_equals_independent_binary_losses():

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch.optim import lr_scheduler
 
 from helpers.schedules import lr as schedules
 from helpers.schedules.lr import (
@@ -16,47 +17,101 @@ from helpers.schedules.lr import (
 STEPS = 1000
 
 
-def hf_linear(step: int, warmup: int, total: int) -> float:
-    # Closed form as written in Hugging Face's get_linear_schedule_with_warmup.
-    if step < warmup:
-        return step / warmup
-    return max(0.0, (total - step) / (total - warmup))
+TINY = 1e-9  # PyTorch's LinearLR refuses start_factor=0; a warmup from 1e-9 x base is 0 to 1e-9
 
 
-def cosine_closed_form(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    if step < warmup:
-        return step / warmup
-    progress = min(1.0, (step - warmup) / (total - warmup))
-    return min_ratio + (1 - min_ratio) * (1 + math.cos(math.pi * progress)) / 2
+def pytorch_trace(make, steps: int, base_lr: float = 1.0) -> list[float]:
+    """LRs used at each step by a PyTorch scheduler, stepped after each optimizer step (by hand,
+    not through ``trace_lr``, so the reference does not share code with what it checks)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    scheduler = make(optimizer)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
 
 
-def noam_closed_form(step: int, d_model: int, warmup: int) -> float:
-    step = max(step, 1)
-    return d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+def linear_warmup(optimizer, warmup: int):
+    return lr_scheduler.LinearLR(optimizer, start_factor=TINY, end_factor=1.0, total_iters=warmup)
 
 
 @pytest.mark.parametrize("base_lr", [1.0, 3e-4])
-def test_linear_warmup_decay_matches_its_closed_form(base_lr):
-    lrs = trace_lr(lambda opt: linear_warmup_linear_decay(opt, 100, 800), STEPS, base_lr=base_lr)
-    for step, lr in enumerate(lrs):
-        assert lr == pytest.approx(base_lr * hf_linear(step, 100, 800), abs=1e-9)
-    assert lrs[100] == pytest.approx(base_lr) and lrs[800] == 0.0 and lrs[-1] == 0.0
+def test_linear_warmup_decay_equals_pytorch_linearlr_chain(base_lr):
+    warmup, total = 100, 800
+    reference = pytorch_trace(
+        lambda opt: lr_scheduler.SequentialLR(
+            opt,
+            [
+                linear_warmup(opt, warmup),
+                lr_scheduler.LinearLR(
+                    opt, start_factor=1.0, end_factor=0.0, total_iters=total - warmup
+                ),
+            ],
+            milestones=[warmup],
+        ),
+        STEPS,
+        base_lr,
+    )
+    lrs = trace_lr(
+        lambda opt: linear_warmup_linear_decay(opt, warmup, total), STEPS, base_lr=base_lr
+    )
+    assert lrs == pytest.approx(reference, abs=2 * TINY * base_lr + 1e-12)
+    assert lrs[warmup] == pytest.approx(base_lr) and lrs[total] == 0.0 and lrs[-1] == 0.0
 
 
 @pytest.mark.parametrize("min_ratio", [0.0, 0.1])
-def test_warmup_cosine_matches_its_closed_form(min_ratio):
-    lrs = trace_lr(lambda opt: linear_warmup_cosine(opt, 50, 600, min_ratio), STEPS, base_lr=2.0)
-    for step, lr in enumerate(lrs):
-        assert lr == pytest.approx(2.0 * cosine_closed_form(step, 50, 600, min_ratio), abs=1e-9)
-    assert lrs[325] == pytest.approx(2.0 * (min_ratio + (1 - min_ratio) / 2), abs=1e-9)
+def test_warmup_cosine_equals_pytorch_linearlr_then_cosineannealinglr(min_ratio):
+    warmup, total, base_lr = 50, 600, 2.0
+    reference = pytorch_trace(
+        lambda opt: lr_scheduler.SequentialLR(
+            opt,
+            [
+                linear_warmup(opt, warmup),
+                lr_scheduler.CosineAnnealingLR(
+                    opt, T_max=total - warmup, eta_min=min_ratio * base_lr
+                ),
+            ],
+            milestones=[warmup],
+        ),
+        total + 1,
+        base_lr,
+    )
+    lrs = trace_lr(
+        lambda opt: linear_warmup_cosine(opt, warmup, total, min_ratio), STEPS, base_lr=base_lr
+    )
+    # PyTorch's cosine rises again after T_max (it is periodic); ours stays at the floor
+    assert lrs[: total + 1] == pytest.approx(reference, abs=1e-6)
+    assert lrs[total:] == pytest.approx([min_ratio * base_lr] * (STEPS - total), abs=1e-12)
 
 
-def test_noam_matches_its_closed_form_and_peaks_at_warmup():
-    lrs = trace_lr(lambda opt: noam(opt, d_model=512, warmup_steps=4000), 8000)
-    for step, lr in enumerate(lrs):
-        assert lr == pytest.approx(noam_closed_form(step, 512, 4000), abs=1e-9)
-    assert max(range(8000), key=lrs.__getitem__) == 4000
-    assert lrs[4000] == pytest.approx((512 * 4000) ** -0.5, abs=1e-12)
+def test_noam_reproduces_the_transformer_papers_numbers():
+    # Vaswani et al. (2017), Section 5.3: lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    # with d_model = 512 and warmup_steps = 4000: the peak, at step 4000, is 512^-0.5 * 4000^-0.5.
+    lrs = trace_lr(lambda opt: noam(opt, d_model=512, warmup_steps=4000), 16001)
+    assert max(range(len(lrs)), key=lrs.__getitem__) == 4000
+    assert lrs[4000] == pytest.approx(6.9877e-4, rel=1e-4)  # ~7.0e-4
+    assert lrs[2000] == pytest.approx(lrs[4000] / 2, rel=1e-9), (
+        "linear warmup: half-way, half the peak"
+    )
+    assert lrs[16000] == pytest.approx(lrs[4000] / 2, rel=1e-9), (
+        "inverse sqrt: 4x the steps, half the LR"
+    )
+    assert lrs[0] == lrs[1] == pytest.approx(1.7469e-7, rel=1e-4), "step 0 counts as step 1"
+
+
+def test_named_pytorch_schedulers_are_pytorchs_own():
+    steps, base_lr = 200, 0.1
+    cosine = trace_lr(lambda opt: build_scheduler("CosineAnnealingLR", opt, steps), steps, base_lr)
+    closed = [base_lr * (1 + math.cos(math.pi * t / steps)) / 2 for t in range(steps)]
+    assert cosine == pytest.approx(closed, abs=1e-9)
+    step = trace_lr(lambda opt: build_scheduler("StepLR", opt, steps), steps, base_lr)
+    assert step == pytest.approx(
+        pytorch_trace(
+            lambda opt: lr_scheduler.StepLR(opt, step_size=steps // 4, gamma=0.5), steps, base_lr
+        )
+    )
 
 
 def test_resumed_scheduler_reproduces_the_uninterrupted_sequence():

@@ -24,7 +24,9 @@ REDUCTIONS = ("mean", "sum", "none")
 LOSS_NAMES = ("ce", "weighted_ce", "focal", "label_smoothing", "logit_adjusted", "one_vs_rest")
 
 
-def class_counts(labels: Sequence[int] | np.ndarray | torch.Tensor, n_classes: int | None = None) -> np.ndarray:
+def class_counts(
+    labels: Sequence[int] | np.ndarray | torch.Tensor, n_classes: int | None = None
+) -> np.ndarray:
     """Number of samples per class, ``n_c`` for ``c = 0 … n_classes-1`` (int64 array).
 
     ``n_classes`` defaults to ``max(labels) + 1``; labels must be non-negative integers.
@@ -57,12 +59,16 @@ def class_weights(
     counts = class_counts(labels, n_classes)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        raise ValueError(f"classes {empty.tolist()} have no samples: their weight n/(k*n_c) is infinite.")
+        raise ValueError(
+            f"classes {empty.tolist()} have no samples: their weight n/(k*n_c) is infinite."
+        )
     n, k = counts.sum(), len(counts)
     return torch.tensor((n / (k * counts)) ** power, dtype=torch.float32)
 
 
-def _reduce(losses: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str) -> torch.Tensor:
+def _reduce(
+    losses: torch.Tensor, sample_weights: torch.Tensor | None, reduction: str
+) -> torch.Tensor:
     if reduction == "none":
         return losses
     if reduction == "sum":
@@ -107,7 +113,9 @@ def focal_loss(
 class FocalLoss(nn.Module):
     """``nn.Module`` wrapper of :func:`focal_loss` (the per-class ``weight`` is a buffer)."""
 
-    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None, reduction: str = "mean"):
+    def __init__(
+        self, gamma: float = 2.0, weight: torch.Tensor | None = None, reduction: str = "mean"
+    ):
         super().__init__()
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}.")

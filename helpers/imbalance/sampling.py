@@ -85,8 +85,10 @@ def balanced_sampler(
     """
     weights = oversampling_weights(labels, power)
     return WeightedRandomSampler(
-        weights, num_samples=len(weights) if num_samples is None else num_samples,
-        replacement=True, generator=generator,
+        weights,
+        num_samples=len(weights) if num_samples is None else num_samples,
+        replacement=True,
+        generator=generator,
     )
 
 
@@ -104,7 +106,8 @@ def undersample_indices(labels: Labels, seed: int, per_class: int | None = None)
     rng = np.random.default_rng(seed)
     keep = [
         rng.choice(np.flatnonzero(labels == c), size=min(per_class, n), replace=False)
-        for c, n in enumerate(counts) if n > 0
+        for c, n in enumerate(counts)
+        if n > 0
     ]
     return np.sort(np.concatenate(keep))
 
@@ -127,12 +130,18 @@ def tensor_loader(
     if len(inputs) != len(labels):
         raise ValueError(f"inputs and labels differ in length: {len(inputs)} vs {len(labels)}.")
     if sampler is None:
-        sampler = RandomSampler(range(len(labels)), generator=generator) if shuffle else range(len(labels))
+        sampler = (
+            RandomSampler(range(len(labels)), generator=generator)
+            if shuffle
+            else range(len(labels))
+        )
     batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
     return DataLoader(TensorDataset(inputs, labels), sampler=batches, batch_size=None)
 
 
-def adjust_logits(logits: torch.Tensor, counts: Sequence[int] | np.ndarray, tau: float = 1.0) -> torch.Tensor:
+def adjust_logits(
+    logits: torch.Tensor, counts: Sequence[int] | np.ndarray, tau: float = 1.0
+) -> torch.Tensor:
     """Post-hoc logit adjustment :math:`z_c - \\tau \\log \\pi_c` with :math:`\\pi_c = n_c/n`.
 
     ``argmax`` of the result moves decisions towards rare classes: with ``tau = 1`` and a

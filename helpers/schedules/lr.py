@@ -52,10 +52,14 @@ def _check_steps(warmup_steps: int, total_steps: int | None = None) -> None:
         raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}).")
 
 
-def linear_warmup_linear_decay(optimizer: Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
+def linear_warmup_linear_decay(
+    optimizer: Optimizer, warmup_steps: int, total_steps: int
+) -> LambdaLR:
     """LambdaLR: linear warmup over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
     _check_steps(warmup_steps, total_steps)
-    return LambdaLR(optimizer, lambda step: linear_warmup_linear_decay_factor(step, warmup_steps, total_steps))
+    return LambdaLR(
+        optimizer, lambda step: linear_warmup_linear_decay_factor(step, warmup_steps, total_steps)
+    )
 
 
 def linear_warmup_cosine(
@@ -64,7 +68,8 @@ def linear_warmup_cosine(
     """LambdaLR: linear warmup, then cosine decay to ``min_ratio`` × base LR at ``total_steps``."""
     _check_steps(warmup_steps, total_steps)
     return LambdaLR(
-        optimizer, lambda step: linear_warmup_cosine_factor(step, warmup_steps, total_steps, min_ratio)
+        optimizer,
+        lambda step: linear_warmup_cosine_factor(step, warmup_steps, total_steps, min_ratio),
     )
 
 
@@ -85,24 +90,39 @@ def build_scheduler(name: str, optimizer: Optimizer, total_steps: int) -> Schedu
     warmup = max(1, total_steps // 10)
     lr_scheduler = torch.optim.lr_scheduler
     factories: dict[str, Callable[[], Scheduler]] = {
-        "StepLR": lambda: lr_scheduler.StepLR(optimizer, step_size=max(1, total_steps // 4), gamma=0.5),
+        "StepLR": lambda: lr_scheduler.StepLR(
+            optimizer, step_size=max(1, total_steps // 4), gamma=0.5
+        ),
         "MultiStepLR": lambda: lr_scheduler.MultiStepLR(
-            optimizer, milestones=[total_steps // 2, 3 * total_steps // 4], gamma=0.1),
-        "ExponentialLR": lambda: lr_scheduler.ExponentialLR(optimizer, gamma=0.01 ** (1 / total_steps)),
+            optimizer, milestones=[total_steps // 2, 3 * total_steps // 4], gamma=0.1
+        ),
+        "ExponentialLR": lambda: lr_scheduler.ExponentialLR(
+            optimizer, gamma=0.01 ** (1 / total_steps)
+        ),
         "CosineAnnealingLR": lambda: lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps),
         "CosineAnnealingWarmRestarts": lambda: lr_scheduler.CosineAnnealingWarmRestarts(
-            optimizer, T_0=max(1, total_steps // 7), T_mult=2),
+            optimizer, T_0=max(1, total_steps // 7), T_mult=2
+        ),
         "linear warmup + decay": lambda: linear_warmup_linear_decay(optimizer, warmup, total_steps),
         "warmup + cosine": lambda: linear_warmup_cosine(optimizer, warmup, total_steps),
         "Noam": lambda: noam(optimizer, d_model=64, warmup_steps=warmup),
-        "OneCycleLR": lambda: lr_scheduler.OneCycleLR(optimizer, max_lr=base_lr, total_steps=total_steps),
+        "OneCycleLR": lambda: lr_scheduler.OneCycleLR(
+            optimizer, max_lr=base_lr, total_steps=total_steps
+        ),
         "CyclicLR triangular": lambda: lr_scheduler.CyclicLR(
-            optimizer, base_lr=base_lr / 10, max_lr=base_lr, step_size_up=max(1, total_steps // 8)),
+            optimizer, base_lr=base_lr / 10, max_lr=base_lr, step_size_up=max(1, total_steps // 8)
+        ),
         "CyclicLR exp_range": lambda: lr_scheduler.CyclicLR(
-            optimizer, base_lr=base_lr / 10, max_lr=base_lr, step_size_up=max(1, total_steps // 8),
-            mode="exp_range", gamma=0.5 ** (1 / max(1, total_steps // 4))),
+            optimizer,
+            base_lr=base_lr / 10,
+            max_lr=base_lr,
+            step_size_up=max(1, total_steps // 8),
+            mode="exp_range",
+            gamma=0.5 ** (1 / max(1, total_steps // 4)),
+        ),
         "ReduceLROnPlateau": lambda: lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=0.5, patience=max(1, total_steps // 20)),
+            optimizer, factor=0.5, patience=max(1, total_steps // 20)
+        ),
     }
     if name not in factories:
         raise ValueError(f"Unknown scheduler {name!r}; known: {', '.join(factories)}.")
@@ -110,9 +130,18 @@ def build_scheduler(name: str, optimizer: Optimizer, total_steps: int) -> Schedu
 
 
 SCHEDULER_NAMES: tuple[str, ...] = (
-    "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts",
-    "linear warmup + decay", "warmup + cosine", "Noam", "OneCycleLR", "CyclicLR triangular",
-    "CyclicLR exp_range", "ReduceLROnPlateau",
+    "StepLR",
+    "MultiStepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "linear warmup + decay",
+    "warmup + cosine",
+    "Noam",
+    "OneCycleLR",
+    "CyclicLR triangular",
+    "CyclicLR exp_range",
+    "ReduceLROnPlateau",
 )
 
 
