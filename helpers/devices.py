@@ -41,14 +41,18 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``device``: float16 on CUDA, bfloat16 on CPU."""
-    return torch.float16 if device.type == "cuda" else torch.bfloat16
+    """The autocast dtype for ``device``: bfloat16 on the CPU and on CUDA GPUs with native BF16
+    (Ampere, compute capability 8.0, and newer); float16 on older CUDA GPUs, which then need a
+    ``GradScaler``."""
+    if device.type == "cuda":
+        return torch.bfloat16 if bf16_supported(device) else torch.float16
+    return torch.bfloat16
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bfloat16 math is supported natively on ``device``."""
+    """Whether bfloat16 math is supported natively on ``device`` (emulation does not count)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return True
 
 
@@ -91,8 +95,9 @@ class NotebookSetup:
     seeds: tuple[int, ...]
 
 
-def setup_notebook(device: str = "auto", threads: int | None = None, seed: int = 0,
-                   n_seeds: int = 1) -> NotebookSetup:
+def setup_notebook(
+    device: str = "auto", threads: int | None = None, seed: int = 0, n_seeds: int = 1
+) -> NotebookSetup:
     """The one prologue of every notebook: pick the device, set the CPU threads, seed.
 
     ``threads`` sets ``torch.set_num_threads`` (``None`` keeps PyTorch's default); tiny models run

@@ -1,9 +1,16 @@
-"""helpers.evolution.cartpole against a scalar transcription of the equations, symmetry and known policies."""
+"""helpers.evolution.cartpole against Gymnasium's CartPoleEnv (the reference implementation),
+symmetry and known policies.
+
+Gymnasium (``gymnasium==1.4.0``) is a test-only dependency: the course's simulator is
+vectorised torch, Gymnasium's is one NumPy environment stepped from Python.
+"""
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 from torch import nn
 
 from helpers.evolution.cartpole import (
@@ -19,25 +26,49 @@ from helpers.evolution.cartpole import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def reference_step(x, x_dot, theta, theta_dot, force):
-    """Barto, Sutton & Anderson (1983) as written in Gym's CartPoleEnv.step (Euler), in scalars."""
-    gravity, masscart, masspole, length, tau = 9.8, 1.0, 0.1, 0.5, 0.02
-    total_mass, polemass_length = masspole + masscart, masspole * length
-    costheta, sintheta = math.cos(theta), math.sin(theta)
-    temp = (force + polemass_length * theta_dot**2 * sintheta) / total_mass
-    thetaacc = (gravity * sintheta - costheta * temp) / (
-        length * (4.0 / 3.0 - masspole * costheta**2 / total_mass))
-    xacc = temp - polemass_length * thetaacc * costheta / total_mass
-    return (x + tau * x_dot, x_dot + tau * xacc, theta + tau * theta_dot, theta_dot + tau * thetaacc)
+def gym_env(state):
+    """A Gymnasium cart-pole set to ``state`` (x, x_dot, theta, theta_dot), float64."""
+    env = CartPoleEnv()
+    env.reset(seed=0)
+    env.state = np.array(state, dtype=np.float64)
+    return env
 
 
-def test_physics_step_matches_the_scalar_equations():
+def test_physics_step_and_failure_match_gymnasium_along_whole_episodes():
     generator = torch.Generator().manual_seed(0)
-    states = (torch.rand(50, 4, generator=generator, dtype=torch.float64) - 0.5) * 2
-    forces = torch.where(torch.rand(50, generator=generator) < 0.5, 10.0, -10.0).double()
-    batched = physics_step(states, forces)
-    for state, force, new in zip(states.tolist(), forces.tolist(), batched.tolist(), strict=True):
-        assert new == pytest.approx(reference_step(*state, force), abs=1e-12)
+    starts = (torch.rand(40, 4, generator=generator, dtype=torch.float64) - 0.5) * 0.4
+    for start in starts:
+        env, state = gym_env(start.tolist()), start[None].clone()
+        actions = torch.randint(0, 2, (500,), generator=generator).tolist()
+        for step, action in enumerate(actions):
+            _, reward, terminated, _, _ = env.step(action)
+            state = physics_step(
+                state, torch.tensor([10.0 if action == 1 else -10.0], dtype=torch.float64)
+            )
+            np.testing.assert_allclose(state[0].numpy(), env.state, rtol=0, atol=1e-12)
+            assert bool(failed(state)[0]) == terminated, f"termination differs at step {step}"
+            if terminated:
+                break
+        assert terminated, "random pushes should topple the pole within 500 steps"
+
+
+def test_episode_returns_equal_gymnasium_returns_for_the_same_policy():
+    generator = torch.Generator().manual_seed(1)
+    params = torch.randn(6, n_params(0), generator=generator, dtype=torch.float64)
+    params[0] = torch.tensor([0.0, 0.0, 1.0, 0.5, 0.0], dtype=torch.float64)  # a balancing policy
+    starts = initial_states(3, seed=2).double()
+    ours = episode_returns(params, 0, starts, horizon=200)
+    for i, weights in enumerate(params.numpy()):
+        for j, start in enumerate(starts.numpy()):
+            env, observation, total = gym_env(start), start, 0
+            for _ in range(200):
+                action = int(observation @ weights[:4] + weights[4] > 0)
+                observation, reward, terminated, _, _ = env.step(action)
+                total += reward  # Gymnasium pays 1 per step, the failing one included
+                if terminated:
+                    break
+            assert ours[i, j].item() == total, (i, j)
+    assert ours[0].eq(200).all() and ours.min() < 200  # the controls work and a random one fails
 
 
 def test_physics_upright_rest_is_an_equilibrium_and_mirroring_is_a_symmetry():
@@ -52,8 +83,9 @@ def test_physics_upright_rest_is_an_equilibrium_and_mirroring_is_a_symmetry():
 
 def test_failure_thresholds():
     limit = 12 * 2 * math.pi / 360
-    states = torch.tensor([[0, 0, 0, 0], [2.41, 0, 0, 0], [0, 0, -limit - 1e-4, 0],
-                           [2.39, 5, limit - 1e-4, 5]])
+    states = torch.tensor(
+        [[0, 0, 0, 0], [2.41, 0, 0, 0], [0, 0, -limit - 1e-4, 0], [2.39, 5, limit - 1e-4, 5]]
+    )
     assert failed(states).tolist() == [False, True, True, False]
 
 
@@ -67,7 +99,9 @@ def test_policy_output_equals_the_same_network_built_from_nn_modules():
         nn.utils.vector_to_parameters(params[i], net.parameters())  # weight1, bias1, weight2, bias2
         assert torch.allclose(out[i], net(obs[i]).squeeze(-1), atol=1e-6)
     linear = policy_output(params[:, :5], obs, hidden=0)
-    assert torch.allclose(linear, (obs @ params[:, :4, None]).squeeze(-1) + params[:, 4:5], atol=1e-6)
+    assert torch.allclose(
+        linear, (obs @ params[:, :4, None]).squeeze(-1) + params[:, 4:5], atol=1e-6
+    )
     assert n_params(0) == 5 and n_params(4) == 25
     with pytest.raises(ValueError, match="parameters"):
         policy_output(params, obs, hidden=4)

@@ -1,4 +1,4 @@
-"""helpers.evolution.algorithms against closed forms, brute force, invariants and statistical tests."""
+"""helpers.evolution (operators, ga, es) against closed forms, brute force, invariants and statistical tests."""
 
 import itertools
 import math
@@ -7,32 +7,32 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers.evolution.algorithms import (
+from helpers.evolution.cartpole import CartPoleFitness
+from helpers.evolution.es import (
+    antithetic_noise,
+    centered_ranks,
+    es_gradient,
+    es_worker,
+    run_es,
+    shape_fitness,
+)
+from helpers.evolution.ga import GAConfig, StoppingRule, run_ga
+from helpers.evolution.operators import (
     CROSSOVERS,
     MUTATIONS,
     SELECTIONS,
     SHAPINGS,
-    GAConfig,
-    StoppingRule,
-    antithetic_noise,
     bit_flip_mutation,
-    centered_ranks,
     crossover,
     diversity,
-    es_gradient,
-    es_worker,
     gaussian_mutation,
     init_population,
     mutate,
     onemax,
-    run_es,
-    run_ga,
     select,
     selection_probabilities,
-    shape_fitness,
     tournament_selection,
 )
-from helpers.evolution.cartpole import CartPoleFitness
 from helpers.parallel.launch import launch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,19 +50,24 @@ def shuffled_fitness(pop: int, seed: int = 0) -> torch.Tensor:
 # ---- names ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("call", "known"), [
-    (lambda: select("best", torch.ones(4), 2), SELECTIONS),
-    (lambda: crossover("two_point", torch.ones(2, 4), torch.ones(2, 4)), CROSSOVERS),
-    (lambda: mutate("swap", torch.ones(2, 4), 0.1), MUTATIONS),
-    (lambda: shape_fitness(torch.ones(4), "softmax"), SHAPINGS),
-    (lambda: GAConfig(selection="best"), SELECTIONS),
-    (lambda: GAConfig(crossover="two_point"), CROSSOVERS),
-    (lambda: GAConfig(mutation="swap"), MUTATIONS),
-    (lambda: selection_probabilities("best", torch.ones(4)), SELECTIONS),
-    (lambda: init_population(2, 3, "sobol"), ("binary", "gaussian", "uniform")),
-    (lambda: run_es(lambda p: p.sum(1), torch.zeros(2), StoppingRule(1), optimizer="lbfgs"),
-     ("sgd", "adam")),
-])
+@pytest.mark.parametrize(
+    ("call", "known"),
+    [
+        (lambda: select("best", torch.ones(4), 2), SELECTIONS),
+        (lambda: crossover("two_point", torch.ones(2, 4), torch.ones(2, 4)), CROSSOVERS),
+        (lambda: mutate("swap", torch.ones(2, 4), 0.1), MUTATIONS),
+        (lambda: shape_fitness(torch.ones(4), "softmax"), SHAPINGS),
+        (lambda: GAConfig(selection="best"), SELECTIONS),
+        (lambda: GAConfig(crossover="two_point"), CROSSOVERS),
+        (lambda: GAConfig(mutation="swap"), MUTATIONS),
+        (lambda: selection_probabilities("best", torch.ones(4)), SELECTIONS),
+        (lambda: init_population(2, 3, "sobol"), ("binary", "gaussian", "uniform")),
+        (
+            lambda: run_es(lambda p: p.sum(1), torch.zeros(2), StoppingRule(1), optimizer="lbfgs"),
+            ("sgd", "adam"),
+        ),
+    ],
+)
 def test_unknown_names_raise_a_value_error_listing_the_known_ones(call, known):
     with pytest.raises(ValueError, match="Unknown") as info:
         call()
@@ -80,7 +85,9 @@ def test_init_population_kinds_and_statistics():
     assert abs(normal.std().item() - 2.0) < 0.05
     uniform = init_population(400, 100, "uniform", scale=3.0, generator=gen())
     assert uniform.abs().max() <= 3.0 and abs(uniform.var().item() - 3.0) < 0.1  # var = s^2/3
-    assert torch.equal(init_population(5, 7, generator=gen(3)), init_population(5, 7, generator=gen(3)))
+    assert torch.equal(
+        init_population(5, 7, generator=gen(3)), init_population(5, 7, generator=gen(3))
+    )
 
 
 def test_onemax_counts_ones():
@@ -89,8 +96,10 @@ def test_onemax_counts_ones():
 
 
 def test_diversity_equals_brute_force_mean_pairwise_squared_distance():
-    for population in (init_population(30, 16, generator=gen()),
-                       init_population(25, 9, "gaussian", generator=gen(1))):
+    for population in (
+        init_population(30, 16, generator=gen()),
+        init_population(25, 9, "gaussian", generator=gen(1)),
+    ):
         pairs = list(itertools.combinations(range(len(population)), 2))
         brute = sum(((population[i] - population[j]) ** 2).sum().item() for i, j in pairs)
         brute /= len(pairs) * population.shape[1]
@@ -119,13 +128,16 @@ def test_tournament_closed_form_matches_brute_force_enumeration():
         assert torch.allclose(exact, counts / len(subsets), atol=1e-7)
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [
-    ("tournament", {"tournament_size": 1}),
-    ("tournament", {"tournament_size": 3}),
-    ("roulette", {}),
-    ("rank", {"pressure": 1.5}),
-    ("rank", {"pressure": 2.0}),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("tournament", {"tournament_size": 1}),
+        ("tournament", {"tournament_size": 3}),
+        ("roulette", {}),
+        ("rank", {"pressure": 1.5}),
+        ("rank", {"pressure": 2.0}),
+    ],
+)
 def test_selection_frequencies_match_exact_probabilities_and_favour_the_fit(name, kwargs):
     pop, draws = 12, 60_000
     fitness = shuffled_fitness(pop, seed=2)
@@ -149,8 +161,9 @@ def test_selection_frequencies_match_exact_probabilities_and_favour_the_fit(name
         assert z > 10
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("tournament", {"tournament_size": 3}),
-                                            ("rank", {"pressure": 2.0})])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("tournament", {"tournament_size": 3}), ("rank", {"pressure": 2.0})]
+)
 def test_tied_individuals_share_their_probability_and_the_sampler_agrees(name, kwargs):
     fitness = torch.tensor([3.0, 1.0, 3.0, 2.0, 3.0, 1.0, 5.0, 2.0])
     exact = selection_probabilities(name, fitness, **kwargs)
@@ -172,15 +185,20 @@ def test_rank_selection_pressure_is_best_over_average():
     for pressure in (1.0, 1.3, 2.0):
         probs = selection_probabilities("rank", fitness, pressure=pressure)
         assert probs.max().item() * 10 == pytest.approx(pressure, rel=1e-5)
-    assert torch.allclose(selection_probabilities("rank", fitness, pressure=1.0), torch.full((10,), 0.1))
+    assert torch.allclose(
+        selection_probabilities("rank", fitness, pressure=1.0), torch.full((10,), 0.1)
+    )
     with pytest.raises(ValueError):
         selection_probabilities("rank", fitness, pressure=2.5)
 
 
 def test_roulette_is_fitness_proportional_and_rejects_negative_fitness():
-    assert torch.allclose(selection_probabilities("roulette", torch.tensor([1.0, 3.0])),
-                          torch.tensor([0.25, 0.75]))
-    assert torch.allclose(selection_probabilities("roulette", torch.zeros(4)), torch.full((4,), 0.25))
+    assert torch.allclose(
+        selection_probabilities("roulette", torch.tensor([1.0, 3.0])), torch.tensor([0.25, 0.75])
+    )
+    assert torch.allclose(
+        selection_probabilities("roulette", torch.zeros(4)), torch.full((4,), 0.25)
+    )
     with pytest.raises(ValueError, match="non-negative"):
         select("roulette", torch.tensor([1.0, -1.0]), 3)
 
@@ -272,12 +290,20 @@ ONEMAX_BUDGET = 60  # generations; a population of 100, length 64
 
 def test_ga_solves_onemax_64_within_the_stated_budget():
     """With seed 0 (and four more) the default GA finds the all-ones string in <= 60 generations."""
-    config = GAConfig(selection="tournament", tournament_size=3, crossover="uniform",
-                      mutation="bit_flip", mutation_rate=1 / 64, elitism=2)
+    config = GAConfig(
+        selection="tournament",
+        tournament_size=3,
+        crossover="uniform",
+        mutation="bit_flip",
+        mutation_rate=1 / 64,
+        elitism=2,
+    )
     for seed in range(5):
         generator = gen(seed)
         population = init_population(100, 64, generator=generator)
-        result = run_ga(onemax, population, config, StoppingRule(ONEMAX_BUDGET, target=64), generator)
+        result = run_ga(
+            onemax, population, config, StoppingRule(ONEMAX_BUDGET, target=64), generator
+        )
         assert result.stop_reason == "target reached", f"seed {seed}"
         assert result.best_fitness == 64 and torch.equal(result.best, torch.ones(64))
         assert result.evaluations == 100 + 98 * result.generations
@@ -289,11 +315,17 @@ def test_ga_solves_onemax_64_within_the_stated_budget():
 def test_random_search_alone_does_not_solve_onemax_in_that_budget():
     """The test above is not vacuous: selection is what solves it (mutation only, no selection
     pressure = tournament of one, no elitism, stays near 32 + a few)."""
-    config = GAConfig(selection="tournament", tournament_size=1, crossover="none",
-                      mutation_rate=1 / 64, elitism=0)
+    config = GAConfig(
+        selection="tournament", tournament_size=1, crossover="none", mutation_rate=1 / 64, elitism=0
+    )
     generator = gen(0)
-    result = run_ga(onemax, init_population(100, 64, generator=generator), config,
-                    StoppingRule(ONEMAX_BUDGET, target=64), generator)
+    result = run_ga(
+        onemax,
+        init_population(100, 64, generator=generator),
+        config,
+        StoppingRule(ONEMAX_BUDGET, target=64),
+        generator,
+    )
     assert result.stop_reason == "generation cap" and result.best_fitness < 50
 
 
@@ -305,21 +337,41 @@ def rugged(population: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("selection", SELECTIONS)
 def test_elitism_never_lowers_the_best_fitness(selection):
-    config = GAConfig(selection=selection, crossover="uniform", mutation="gaussian",
-                      mutation_rate=1.0, sigma=1.0, elitism=1)
+    config = GAConfig(
+        selection=selection,
+        crossover="uniform",
+        mutation="gaussian",
+        mutation_rate=1.0,
+        sigma=1.0,
+        elitism=1,
+    )
     for seed in range(3):
         generator = gen(seed)
         population = init_population(20, 10, "gaussian", generator=generator)
-        result = run_ga(rugged, population, config, StoppingRule(40), generator,
-                        monitor=lambda genome: rugged(genome[None]).item())  # recomputed, not cached
+        result = run_ga(
+            rugged,
+            population,
+            config,
+            StoppingRule(40),
+            generator,
+            monitor=lambda genome: rugged(genome[None]).item(),
+        )  # recomputed, not cached
         frame = result.frame()
         assert (frame["score"].diff().dropna() >= 0).all(), f"{selection}, seed {seed}"
-        assert torch.allclose(torch.tensor(frame["score"].values), torch.tensor(frame["best"].values))
+        assert torch.allclose(
+            torch.tensor(frame["score"].values), torch.tensor(frame["best"].values)
+        )
 
 
 def test_without_elitism_the_best_can_drop_so_the_elitism_test_has_teeth():
-    config = GAConfig(selection="tournament", crossover="uniform", mutation="gaussian",
-                      mutation_rate=1.0, sigma=1.0, elitism=0)
+    config = GAConfig(
+        selection="tournament",
+        crossover="uniform",
+        mutation="gaussian",
+        mutation_rate=1.0,
+        sigma=1.0,
+        elitism=0,
+    )
     generator = gen(0)
     population = init_population(20, 10, "gaussian", generator=generator)
     result = run_ga(rugged, population, config, StoppingRule(40), generator)
@@ -335,8 +387,9 @@ def test_run_ga_stops_on_no_improvement_and_uses_the_monitor():
         calls.append(best)
         return 1.0  # never improves
 
-    result = run_ga(onemax, population, GAConfig(), StoppingRule(50, patience=4), generator,
-                    monitor=monitor)
+    result = run_ga(
+        onemax, population, GAConfig(), StoppingRule(50, patience=4), generator, monitor=monitor
+    )
     assert result.stop_reason == "no improvement" and result.generations == 4
     assert len(calls) == 5 and result.frame()["score"].eq(1.0).all()
 
@@ -365,8 +418,9 @@ def test_antithetic_pairs_cancel():
     # a constant fitness gives zero gradient, and a constant offset changes nothing
     assert es_gradient(noise, torch.full((10,), 3.0), sigma=0.1).abs().max() < 1e-5
     fitness = torch.randn(10, generator=gen(1))
-    assert torch.allclose(es_gradient(noise, fitness + 100.0, 0.1), es_gradient(noise, fitness, 0.1),
-                          atol=1e-4)
+    assert torch.allclose(
+        es_gradient(noise, fitness + 100.0, 0.1), es_gradient(noise, fitness, 0.1), atol=1e-4
+    )
     # ...whereas independent (non-mirrored) noise does not cancel a constant
     independent = torch.randn(10, 7, generator=gen(2))
     assert es_gradient(independent, torch.full((10,), 3.0), 0.1).abs().max() > 0.1
@@ -413,8 +467,9 @@ def test_centered_ranks_are_invariant_to_increasing_transforms():
     assert not torch.allclose(shape_fitness(torch.exp(values), "standardize"), standard, atol=1e-2)
 
 
-@pytest.mark.parametrize(("shaping", "optimizer"), [("centered_rank", "adam"), ("none", "sgd"),
-                                                    ("standardize", "adam")])
+@pytest.mark.parametrize(
+    ("shaping", "optimizer"), [("centered_rank", "adam"), ("none", "sgd"), ("standardize", "adam")]
+)
 def test_es_improves_a_quadratic(shaping, optimizer):
     optimum = torch.linspace(-1, 1, 10)
 
@@ -423,8 +478,17 @@ def test_es_improves_a_quadratic(shaping, optimizer):
 
     start = torch.zeros(10)
     lr = 0.1 if optimizer == "adam" else 0.02
-    result = run_es(fitness, start, StoppingRule(150), n_pairs=10, sigma=0.1, lr=lr,
-                    shaping=shaping, optimizer=optimizer, generator=gen())
+    result = run_es(
+        fitness,
+        start,
+        StoppingRule(150),
+        n_pairs=10,
+        sigma=0.1,
+        lr=lr,
+        shaping=shaping,
+        optimizer=optimizer,
+        generator=gen(),
+    )
     initial, final = fitness(start[None]).item(), fitness(result.best[None]).item()
     assert final > 0.05 * initial, f"{shaping}/{optimizer}: {initial:.2f} -> {final:.3f}"
     assert result.evaluations == 151 * 21
@@ -432,8 +496,15 @@ def test_es_improves_a_quadratic(shaping, optimizer):
 
 
 def test_es_stops_at_target_and_counts_evaluations_without_monitor():
-    result = run_es(lambda p: -(p - 1).pow(2).sum(1), torch.zeros(3), StoppingRule(500, target=-0.01),
-                    n_pairs=4, sigma=0.1, lr=0.05, generator=gen())
+    result = run_es(
+        lambda p: -(p - 1).pow(2).sum(1),
+        torch.zeros(3),
+        StoppingRule(500, target=-0.01),
+        n_pairs=4,
+        sigma=0.1,
+        lr=0.05,
+        generator=gen(),
+    )
     assert result.stop_reason == "target reached" and result.best_fitness >= -0.01
     assert result.evaluations == 9 * (result.generations + 1)
 

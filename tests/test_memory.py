@@ -1,5 +1,6 @@
 """Memory readings, exact activation bytes, and the batch-size back-off under a memory cap."""
 
+import copy
 import sys
 import weakref
 
@@ -7,20 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.precision import memory
+from helpers.models import mlp
+from helpers.precision import gpu_status as gpu_status_module
+from helpers.precision.gpu_status import gpu_status, nvidia_smi
 from helpers.precision.memory import (
     MIB,
     SavedTensorMeter,
-    SimulatedMemoryCap,
     activation_bytes,
+    memory_reading,
+    track_memory,
+)
+from helpers.precision.oom import (
+    SimulatedMemoryCap,
     capped_backoff_in_subprocess,
     find_max_batch_size,
-    gpu_status,
     is_oom_error,
-    memory_reading,
     mlp_training_step,
-    nvidia_smi,
-    track_memory,
 )
 
 
@@ -146,10 +149,27 @@ def test_memory_reading_and_tracking_on_cpu():
         memory_reading("meta")
 
 
-def test_mlp_training_step_changes_the_model():
-    step = mlp_training_step(width=16, depth=1, n_features=4)
-    step(3)
-    step(5)
+def test_mlp_training_step_is_one_sgd_step_on_a_fresh_batch():
+    torch.manual_seed(0)
+    model = mlp(4, 10, hidden=16, depth=1)
+    reference = copy.deepcopy(model)
+    step = mlp_training_step(width=16, depth=1, n_features=4, lr=0.5, model=model)
+    for batch_size in (3, 5):
+        torch.manual_seed(batch_size)
+        inputs, targets = torch.randn(batch_size, 4), torch.randint(0, 10, (batch_size,))
+        loss = nn.functional.cross_entropy(reference(inputs), targets)
+        grads = torch.autograd.grad(loss, list(reference.parameters()))
+        with torch.no_grad():  # plain SGD by hand: p <- p - lr * grad
+            for parameter, grad in zip(reference.parameters(), grads, strict=True):
+                parameter -= 0.5 * grad
+        before = [p.detach().clone() for p in model.parameters()]
+        torch.manual_seed(batch_size)  # the step draws the same batch
+        step(batch_size)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+        for mine, expected in zip(model.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(mine, expected)
+    built = mlp_training_step(width=16, depth=2, n_features=4)  # builds helpers.models.mlp
+    built(2)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS needs Linux")
@@ -164,6 +184,6 @@ def test_gpu_status_degrades_gracefully_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     report = gpu_status()
     assert report.rows == [] and "no CUDA GPU" in report.note
-    monkeypatch.setattr(memory.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gpu_status_module.shutil, "which", lambda name: None)
     smi = nvidia_smi()
     assert smi.rows == [] and "not found" in smi.note

@@ -1,1 +1,1 @@
-"""Notebook 08: genetic algorithms and evolution strategies (`algorithms`) and the cart-pole task (`cartpole`)."""
+"""Notebook 08: GA operators (`operators`), the GA loop (`ga`), evolution strategies (`es`) and the cart-pole task (`cartpole`)."""
