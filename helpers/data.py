@@ -1,9 +1,11 @@
-"""Offline datasets from ``data/``, each checked against ``data/SHA256SUMS`` before use,
-and the character-level encoding of short texts (surnames) into padded index tensors."""
+"""Offline datasets from ``data/``, each checked against ``data/SHA256SUMS`` before use, the
+character-level encoding of short texts (surnames) into padded index tensors, and the
+sliding-window view of a time series (a class DataLoader workers can import)."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from helpers import REPO_ROOT
 from helpers.seed import seed_worker
@@ -42,7 +44,9 @@ def verified_path(name: str, data_dir: Path = DATA_DIR) -> Path:
     path = data_dir / name
     sums = expected_checksums(data_dir)
     if name not in sums:
-        raise DataFileError(f"{name} is not listed in {data_dir / 'SHA256SUMS'}; {REGENERATE_HINT}.")
+        raise DataFileError(
+            f"{name} is not listed in {data_dir / 'SHA256SUMS'}; {REGENERATE_HINT}."
+        )
     if not path.is_file():
         raise DataFileError(f"Data file {path} is missing; {REGENERATE_HINT}.")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -110,6 +114,56 @@ def digits_loaders(
     )
     val_loader = DataLoader(subset(val_idx), batch_size=256, shuffle=False)
     return train_loader, val_loader
+
+
+def n_windows(length: int, window: int, horizon: int, stride: int) -> int:
+    """How many (window, horizon) pairs fit in a series of ``length`` steps, starts ``stride``
+    apart: ``(length - window - horizon) // stride + 1``, or 0 when not even one fits."""
+    if min(window, horizon, stride) < 1:
+        raise ValueError(
+            f"window, horizon and stride must be >= 1, got {window}, {horizon}, {stride}."
+        )
+    span = window + horizon
+    return 0 if length < span else (length - span) // stride + 1
+
+
+class SlidingWindowDataset(Dataset):
+    """Sample ``i`` of a series: inputs ``series[s : s + window]``, target
+    ``series[s + window : s + window + horizon]``, with start ``s = i * stride``.
+
+    ``series`` is ``(T,)`` or ``(T, features)``. ``read_delay_s`` sleeps that long per sample, to
+    stand in for a read from disk when measuring what DataLoader workers buy.
+    """
+
+    def __init__(
+        self,
+        series: np.ndarray | torch.Tensor,
+        window: int,
+        horizon: int = 1,
+        stride: int = 1,
+        read_delay_s: float = 0.0,
+    ) -> None:
+        self.series = torch.as_tensor(np.asarray(series, dtype=np.float32))
+        self.window, self.horizon, self.stride = window, horizon, stride
+        self.length = n_windows(len(self.series), window, horizon, stride)
+        if self.length == 0:
+            raise ValueError(
+                f"A series of {len(self.series)} steps holds no window of {window} + "
+                f"horizon {horizon}; it needs at least {window + horizon} steps."
+            )
+        self.read_delay_s = read_delay_s
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -self.length <= index < self.length:
+            raise IndexError(f"Window {index} out of range for {self.length} windows.")
+        start = (index % self.length) * self.stride
+        if self.read_delay_s:
+            time.sleep(self.read_delay_s)
+        end = start + self.window
+        return self.series[start:end], self.series[end : end + self.horizon]
 
 
 # Character-level text encoding: index 0 is padding, 1 is unknown.

@@ -51,3 +51,46 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+
+
+def rng_states(loader_generator: torch.Generator | None = None) -> dict[str, object]:
+    """Every RNG state a resumed run needs: Python, NumPy, torch CPU, CUDA (when present) and a
+    DataLoader's ``generator``, as plain values and tensors that ``weights_only=True`` loads."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": (version, internal, gauss),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "loader": loader_generator.get_state() if loader_generator is not None else None,
+    }
+
+
+def restore_rng_states(
+    states: dict[str, object], loader_generator: torch.Generator | None = None
+) -> None:
+    """Put back the states :func:`rng_states` captured (the CUDA one only where a GPU is visible)."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if loader_generator is not None and states.get("loader") is not None:
+        loader_generator.set_state(states["loader"])

@@ -64,7 +64,10 @@ def paired(treatment: Sequence[float], baseline: Sequence[float],
     """Paired comparison of two results measured on the same seeds (element ``i`` of each).
 
     The interval is the Student-t interval of the mean difference with ``n - 1`` degrees of
-    freedom; the p-value is the two-sided paired t-test's. Needs at least two pairs.
+    freedom; the p-value is the two-sided paired t-test's. When every difference is the same
+    the t statistic is undefined; the p-value is then the exact sign-flip test's, ``2 / 2**n``
+    (all ``n`` signs agree), never 0: three identical seeds cannot be more convincing than that.
+    Needs at least two pairs.
     """
     t = np.asarray(treatment, dtype=float)
     b = np.asarray(baseline, dtype=float)
@@ -78,7 +81,7 @@ def paired(treatment: Sequence[float], baseline: Sequence[float],
     mean, std = float(diff.mean()), float(diff.std(ddof=1))
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, diff.size - 1)) * std / math.sqrt(diff.size)
     if std == 0.0:
-        p_value = 1.0 if mean == 0.0 else 0.0
+        p_value = 1.0 if mean == 0.0 else min(1.0, 2.0 / 2**diff.size)
     else:
         p_value = float(scipy_stats.ttest_rel(t, b).pvalue)
     return PairedComparison(tuple(float(d) for d in diff), mean, std, mean - half, mean + half,

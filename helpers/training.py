@@ -12,9 +12,9 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -23,14 +23,21 @@ from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from helpers.checkpoints import load_checkpoint, save_checkpoint
+from helpers.checkpoints import BEST_NAME, LAST_NAME, restore_last, save_best, save_last
 from helpers.devices import amp_dtype
 from helpers.progress import progress
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
-BEST_NAME = "best.pt"
-LAST_NAME = "last.pt"
+__all__ = [
+    "BEST_NAME",
+    "LAST_NAME",
+    "EarlyStopping",
+    "FitResult",
+    "evaluate",
+    "fit",
+    "train_one_epoch",
+]
 
 
 TIMING_COLUMNS = ("train_seconds", "seconds")
@@ -124,7 +131,8 @@ def train_one_epoch(
     a shorter last group). Each batch's mean loss is weighted by its share of the group's
     samples, so the accumulated gradient equals that of one batch holding the whole group —
     exactly, even when the last batch is smaller. ``loss_fn`` must average over the batch.
-    ``scheduler`` (if given) is stepped after every optimizer step.
+    ``scheduler`` (if given) is stepped after every optimizer step. ``lr`` in the result is the
+    first parameter group's learning rate at the epoch's last optimizer step.
     """
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}.")
@@ -152,6 +160,7 @@ def train_one_epoch(
             model.parameters(), max_grad_norm if max_grad_norm is not None else math.inf
         )
         grad_norms.append(norm.item())
+        lr = optimizer.param_groups[0]["lr"]
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -160,7 +169,123 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scheduler is not None:
             scheduler.step()
-    return {"train_loss": total_loss / n_seen, "grad_norm": float(np.mean(grad_norms))}
+    return {"train_loss": total_loss / n_seen, "grad_norm": float(np.mean(grad_norms)), "lr": lr}
+
+
+@dataclass
+class EarlyStopping:
+    """The best epoch so far by ``monitor``, and whether ``patience`` epochs passed without a
+    strictly better score (``patience=None``: never stop)."""
+
+    monitor: str = "macro_f1"
+    patience: int | None = None
+    best_epoch: int | None = None
+    best_score: float | None = None
+    epochs_without_improvement: int = 0
+
+    def __post_init__(self) -> None:
+        if self.monitor not in HIGHER_IS_BETTER:
+            raise ValueError(
+                f"Unknown monitor {self.monitor!r}; choose from {sorted(HIGHER_IS_BETTER)}."
+            )
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 (or None), got {self.patience}.")
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record one epoch's score; True when it is the best so far."""
+        if self.best_score is None or (
+            score > self.best_score if HIGHER_IS_BETTER[self.monitor] else score < self.best_score
+        ):
+            self.best_epoch, self.best_score, self.epochs_without_improvement = epoch, score, 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.epochs_without_improvement >= self.patience
+
+
+class RunLogger(Protocol):
+    """What ``fit(logger=...)`` calls: e.g. ``helpers.tracking.TensorBoardLogger``."""
+
+    def log_epoch(self, row: dict[str, float]) -> None: ...
+    def finish(self, final_metrics: dict[str, float]) -> None: ...
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step_epoch_scheduler(scheduler: Any, val_loss: float) -> None:
+    """Once per epoch: ``ReduceLROnPlateau`` gets the validation loss, the others nothing."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()
+
+
+def _epoch(
+    model: nn.Module,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    epoch: int,
+    device: torch.device,
+    loss_fn: LossFn,
+    amp: bool,
+    train_kwargs: dict[str, Any],
+) -> dict[str, float]:
+    """Train one epoch, validate, and return the history row (timings included)."""
+    _synchronize(device)
+    started = time.perf_counter()
+    train_stats = train_one_epoch(
+        model, train_loader, device=device, loss_fn=loss_fn, amp=amp, **train_kwargs
+    )
+    _synchronize(device)
+    train_seconds = time.perf_counter() - started
+    val_stats = evaluate(model, val_loader, device, loss_fn, amp=amp)
+    return {
+        "epoch": epoch,
+        **train_stats,
+        **{f"val_{k}": v for k, v in val_stats.items()},
+        "train_seconds": train_seconds,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _validation(row: dict[str, float]) -> dict[str, float]:
+    """The validation metrics of a history row, without their ``val_`` prefix."""
+    return {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
+
+
+def _write_checkpoints(
+    checkpoint_dir: str | Path,
+    improved: bool,
+    objects: dict[str, Any],
+    row: dict[str, float],
+    config: dict[str, Any] | None,
+    result: FitResult,
+    stopping: EarlyStopping,
+) -> None:
+    """``best.pt`` when the epoch improved, ``last.pt`` after every epoch."""
+    epoch = int(row["epoch"])
+    if improved:
+        save_best(checkpoint_dir, objects["model"], epoch, config, _validation(row))
+    save_last(
+        checkpoint_dir,
+        **objects,
+        epoch=epoch,
+        config=config,
+        history=result.history,
+        stopping=asdict(stopping),
+    )
+
+
+def _final_metrics(result: FitResult, monitor: str) -> dict[str, float]:
+    """What a logger stores beside the hyperparameters: the best score and the last epoch's."""
+    last = {f"val_{k}": v for k, v in _validation(result.history[-1]).items()}
+    return {f"best_val_{monitor}": result.best_score, "best_epoch": result.best_epoch, **last}
 
 
 def fit(
@@ -184,6 +309,7 @@ def fit(
     resume: bool = False,
     show_progress: bool = True,
     keep_best: bool = False,
+    logger: RunLogger | None = None,
 ) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs and validate after each one.
 
@@ -192,127 +318,71 @@ def fit(
     - ``monitor``/``patience``: the validation metric that picks the best epoch and, with
       ``patience``, stops training after that many epochs without improvement.
     - ``checkpoint_dir``: writes ``best.pt`` (best epoch, with ``config``) and ``last.pt``
-      (everything needed to resume: optimizer, scheduler, RNG states, history).
-    - ``resume=True`` continues from ``checkpoint_dir/last.pt``; the result is identical to
-      an uninterrupted run (same seed, ``num_workers=0``).
-    - ``keep_best=True`` keeps a copy of the best epoch's weights in memory (``best_state``)
-      and loads it into ``model`` at the end: model selection without checkpoint I/O, for
-      ablations of many short runs.
+      (everything needed to resume); ``resume=True`` continues from ``last.pt``, to the result
+      of an uninterrupted run (same seed, ``num_workers=0``).
+    - ``keep_best=True`` keeps the best epoch's weights in memory (``best_state``) and loads
+      them into ``model`` at the end: model selection without checkpoint I/O.
+    - ``logger``: gets every history row, then the best and last validation metrics.
 
-    Each history row holds ``seconds`` (the whole epoch) and ``train_seconds`` (the training
-    pass alone, CUDA synchronised), so timings can leave validation and checkpoints out.
-
-    The history's ``lr`` column is the first parameter group's LR at the end of the epoch (after
-    the epoch's scheduler steps); use ``helpers.schedules.lr.trace_lr`` for the LR at every step.
+    A history row holds the training loss, mean gradient norm (before clipping), ``lr`` (the
+    first group's learning rate at the epoch's last optimizer step, i.e. before the epoch's
+    own scheduler step), the validation metrics, ``train_seconds`` and ``seconds``.
     """
-    if monitor not in HIGHER_IS_BETTER:
-        raise ValueError(f"Unknown monitor {monitor!r}; choose from {sorted(HIGHER_IS_BETTER)}.")
     if scheduler_interval not in ("epoch", "step"):
-        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}.")
+        raise ValueError(
+            f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}."
+        )
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir.")
+    stopping = EarlyStopping(monitor, patience)
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.to(device)
     use_scaler = amp and device.type == "cuda" and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    higher_is_better = HIGHER_IS_BETTER[monitor]
-    result = FitResult()
-    start_epoch, epochs_without_improvement = 1, 0
-
+    generator = getattr(train_loader, "generator", None)
+    objects = {
+        "model": model,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "loader_generator": generator,
+    }
+    result, start_epoch = FitResult(), 1
     if resume:
-        state = load_checkpoint(checkpoint_dir / LAST_NAME, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        loader_generator = getattr(train_loader, "generator", None)
-        if loader_generator is not None and state["rng"]["loader"] is not None:
-            loader_generator.set_state(state["rng"]["loader"])
-        result.history = list(state["history"])
-        result.best_epoch, result.best_score = state["best_epoch"], state["best_score"]
-        epochs_without_improvement = state["epochs_without_improvement"]
-        start_epoch = state["epoch"] + 1
+        saved = restore_last(checkpoint_dir, **objects)
+        result.history, start_epoch = list(saved["history"]), saved["epoch"] + 1
+        stopping = EarlyStopping(**saved["stopping"])
+    train_kwargs = {
+        "optimizer": optimizer,
+        "accumulation_steps": accumulation_steps,
+        "max_grad_norm": max_grad_norm,
+        "scaler": scaler,
+        "scheduler": scheduler if scheduler_interval == "step" else None,
+    }
 
-    step_scheduler = scheduler if scheduler_interval == "step" else None
-    epoch_bar = progress(
+    bar = progress(
         range(start_epoch, epochs + 1), desc="epochs", enabled=show_progress, leave=False
     )
-    for epoch in epoch_bar:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        train_stats = train_one_epoch(
-            model, train_loader, optimizer, device, loss_fn,
-            accumulation_steps=accumulation_steps, max_grad_norm=max_grad_norm,
-            amp=amp, scaler=scaler, scheduler=step_scheduler,
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
-        val_stats = evaluate(model, val_loader, device, loss_fn, amp=amp)
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None and scheduler_interval == "epoch":
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(val_stats["loss"])
-            else:
-                scheduler.step()
-        row = {"epoch": epoch, **train_stats, **{f"val_{k}": v for k, v in val_stats.items()},
-               "lr": lr, "train_seconds": train_seconds, "seconds": time.perf_counter() - started}
+    for epoch in bar:
+        row = _epoch(model, train_loader, val_loader, epoch, device, loss_fn, amp, train_kwargs)
         result.history.append(row)
-        epoch_bar.set_postfix(train_loss=f"{row['train_loss']:.3f}",
-                              **{f"val_{monitor}": f"{val_stats[monitor]:.3f}"})
-
-        score = val_stats[monitor]
-        improved = result.best_score is None or (
-            score > result.best_score if higher_is_better else score < result.best_score
-        )
-        if improved:
-            result.best_epoch, result.best_score = epoch, score
-            epochs_without_improvement = 0
-            if keep_best:
-                result.best_state = copy.deepcopy(model.state_dict())
-        else:
-            epochs_without_improvement += 1
-        stop = patience is not None and epochs_without_improvement >= patience
-
+        if scheduler is not None and scheduler_interval == "epoch":
+            _step_epoch_scheduler(scheduler, row["val_loss"])
+        improved = stopping.update(epoch, row[f"val_{monitor}"])
+        bar.set_postfix(train_loss=f"{row['train_loss']:.3f}", best=f"{stopping.best_score:.3f}")
+        if improved and keep_best:
+            result.best_state = copy.deepcopy(model.state_dict())
         if checkpoint_dir is not None:
-            if improved:
-                save_checkpoint(
-                    {"model": model.state_dict(), "epoch": epoch, "config": config,
-                     "metrics": val_stats},
-                    checkpoint_dir / BEST_NAME,
-                )
-            loader_generator = getattr(train_loader, "generator", None)
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": {
-                        "torch": torch.get_rng_state(),
-                        "loader": loader_generator.get_state() if loader_generator else None,
-                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                    },
-                    "epoch": epoch,
-                    "config": config,
-                    "history": result.history,
-                    "best_epoch": result.best_epoch,
-                    "best_score": result.best_score,
-                    "epochs_without_improvement": epochs_without_improvement,
-                },
-                checkpoint_dir / LAST_NAME,
-            )
-        if stop:
+            _write_checkpoints(checkpoint_dir, improved, objects, row, config, result, stopping)
+        if logger is not None:
+            logger.log_epoch(row)
+        if stopping.should_stop:
             result.stopped_early = True
             break
+    result.best_epoch, result.best_score = stopping.best_epoch, stopping.best_score
     if keep_best and result.best_state is not None:
         model.load_state_dict(result.best_state)
+    if logger is not None and result.history:
+        logger.finish(_final_metrics(result, monitor))
     return result

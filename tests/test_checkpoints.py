@@ -9,8 +9,10 @@ from helpers.checkpoints import load_checkpoint, save_checkpoint
 
 def test_round_trip_keeps_tensors_and_config(tmp_path):
     model = torch.nn.Linear(3, 2)
-    path = save_checkpoint({"model": model.state_dict(), "config": {"lr": 0.1}, "epoch": 4},
-                           tmp_path / "ckpt" / "best.pt")
+    path = save_checkpoint(
+        {"model": model.state_dict(), "config": {"lr": 0.1}, "epoch": 4},
+        tmp_path / "ckpt" / "best.pt",
+    )
     state = load_checkpoint(path)
     restored = torch.nn.Linear(3, 2)
     restored.load_state_dict(state["model"])

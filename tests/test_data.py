@@ -30,7 +30,9 @@ def data_copy(tmp_path):
 def test_corrupt_file_gives_a_clear_error(data_copy):
     with (data_copy / "digits.csv").open("a") as handle:
         handle.write("0\n")
-    with pytest.raises(data.DataFileError, match=r"digits\.csv does not match its checksum.*make_datasets"):
+    with pytest.raises(
+        data.DataFileError, match=r"digits\.csv does not match its checksum.*make_datasets"
+    ):
         data.load_digits(data_copy)
 
 
@@ -42,7 +44,9 @@ def test_missing_file_gives_a_clear_error(data_copy):
 
 def test_unlisted_file_gives_a_clear_error(data_copy):
     sums = data_copy / "SHA256SUMS"
-    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "surnames" not in line))
+    sums.write_text(
+        "".join(line + "\n" for line in sums.read_text().splitlines() if "surnames" not in line)
+    )
     with pytest.raises(data.DataFileError, match="not listed"):
         data.load_surnames(data_copy)
 
@@ -58,3 +62,42 @@ def test_digits_loaders_are_stratified_and_reproducible():
     assert val_labels.bincount().min() >= 40  # each digit is ~10% of 450
     with pytest.raises(ValueError, match="val_fraction"):
         data.split_indices(10, 1.5, seed=0)
+
+
+@pytest.mark.parametrize(
+    "length,window,horizon,stride",
+    [
+        (20, 5, 1, 1),
+        (20, 5, 3, 2),
+        (21, 5, 3, 2),
+        (10, 4, 6, 3),
+        (10, 9, 1, 1),
+        (100, 12, 4, 7),
+        (8, 1, 1, 8),
+    ],
+)
+def test_sliding_windows_match_brute_force(length, window, horizon, stride):
+    import numpy as np
+
+    series = np.arange(length, dtype=np.float32) * 10
+    starts = [s for s in range(0, length, stride) if s + window + horizon <= length]  # brute force
+    dataset = data.SlidingWindowDataset(series, window, horizon, stride)
+    assert len(dataset) == len(starts) == data.n_windows(length, window, horizon, stride)
+    for index, start in ((0, starts[0]), (len(dataset) - 1, starts[-1]), (-1, starts[-1])):
+        inputs, target = dataset[index]
+        assert inputs.tolist() == series[start : start + window].tolist()
+        assert target.tolist() == series[start + window : start + window + horizon].tolist()
+    assert [x[0].item() for x, _ in dataset] == [series[s] for s in starts]
+    with pytest.raises(IndexError, match="out of range"):
+        dataset[len(dataset)]
+
+
+def test_sliding_windows_bad_input_is_a_clear_error():
+    import numpy as np
+
+    with pytest.raises(ValueError, match="at least 6 steps"):
+        data.SlidingWindowDataset(np.zeros(5), window=4, horizon=2)
+    with pytest.raises(ValueError, match=">= 1"):
+        data.SlidingWindowDataset(np.zeros(50), window=4, stride=0)
+    multi = data.SlidingWindowDataset(np.zeros((30, 3)), window=4, horizon=2, stride=5)
+    assert [tuple(t.shape) for t in multi[0]] == [(4, 3), (2, 3)]

@@ -21,8 +21,12 @@ def test_same_seed_same_numbers_in_every_library():
 
 
 def test_generator_fixes_the_shuffle_order():
-    order = [list(DataLoader(range(20), batch_size=20, shuffle=True,
-                             generator=seed_everything(7)))[0].tolist() for _ in range(2)]
+    order = [
+        list(DataLoader(range(20), batch_size=20, shuffle=True, generator=seed_everything(7)))[
+            0
+        ].tolist()
+        for _ in range(2)
+    ]
     assert order[0] == order[1]
     assert sorted(order[0]) == list(range(20))
 
@@ -36,8 +40,13 @@ class NumpyNoise(Dataset):
 
 
 def worker_draws(worker_init_fn) -> list[float]:
-    loader = DataLoader(NumpyNoise(), batch_size=1, num_workers=2, worker_init_fn=worker_init_fn,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        NumpyNoise(),
+        batch_size=1,
+        num_workers=2,
+        worker_init_fn=worker_init_fn,
+        generator=torch.Generator().manual_seed(0),
+    )
     return [float(x) for x in loader]
 
 
@@ -62,11 +71,17 @@ def test_seed_worker_derives_numpy_and_random_from_the_torch_seed():
 
 
 def test_seed_everything_sets_no_backend_flag():
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-              torch.backends.cudnn.deterministic)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     seed_everything(0)
-    after = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
-             torch.backends.cudnn.deterministic)
+    after = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     assert after == before
 
 
