@@ -85,7 +85,7 @@ def _digits_accuracy(device: torch.device, dtype: torch.dtype | None, seed: int,
     model = mlp(64, 10, hidden=128, depth=2).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     result = fit(model, train_loader, val_loader, optimizer, epochs, device=device,
-                 amp=dtype is not None, amp_dtype=dtype, show_progress=False)
+                 amp=dtype if dtype is not None else False, show_progress=False)
     return float(result.history[-1]["val_accuracy"])
 
 
@@ -185,7 +185,7 @@ def notebook_command() -> list[str]:
 CHECKS: tuple[Check, ...] = (
     Check("device auto-detection", 1, "pick_device('auto'), describe()", check_device),
     Check("fit: FP32 vs FP16+GradScaler vs BF16", 1,
-          "fit(amp=True, amp_dtype=...), autocast, GradScaler", check_fit_precisions),
+          "fit(amp=torch.float16 / torch.bfloat16), autocast, GradScaler", check_fit_precisions),
     Check("memory statistics, meter, OOM back-off", 1,
           "memory_reading, reset_peak, activation_bytes, find_max_batch_size", check_memory),
     Check("DDP, world size 1 (NCCL)", 1, "launch(device='cuda'), DDP device_ids",

@@ -64,8 +64,17 @@ def _to_device(batch: Iterable[torch.Tensor], device: torch.device) -> list[torc
     return [t.to(device, non_blocking=True) for t in batch]
 
 
-def _autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=amp_dtype(device), enabled=enabled)
+Amp = bool | torch.dtype  # False, True (the device's AMP dtype), or torch.float16/bfloat16
+
+
+def _amp_dtype(device: torch.device, amp: Amp) -> torch.dtype:
+    """The autocast dtype ``amp`` asks for: the device's default for ``True``, else the dtype."""
+    return amp if isinstance(amp, torch.dtype) else amp_dtype(device)
+
+
+def _autocast(device: torch.device, amp: Amp) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=_amp_dtype(device, amp),
+                          enabled=bool(amp))
 
 
 def _groups(batches: Iterable, size: int) -> Iterator[list]:
@@ -85,7 +94,7 @@ def evaluate(
     loader: DataLoader,
     device: torch.device | str = "cpu",
     loss_fn: LossFn | None = None,
-    amp: bool = False,
+    amp: Amp = False,
 ) -> dict[str, float]:
     """Mean loss, accuracy, macro F1 and weighted F1 of ``model`` over ``loader`` (no gradients)."""
     device = torch.device(device)
@@ -121,7 +130,7 @@ def train_one_epoch(
     loss_fn: LossFn,
     accumulation_steps: int = 1,
     max_grad_norm: float | None = None,
-    amp: bool = False,
+    amp: Amp = False,
     scaler: torch.amp.GradScaler | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
@@ -233,7 +242,7 @@ def _epoch(
     epoch: int,
     device: torch.device,
     loss_fn: LossFn,
-    amp: bool,
+    amp: Amp,
     train_kwargs: dict[str, Any],
 ) -> dict[str, float]:
     """Train one epoch, validate, and return the history row (timings included)."""
@@ -301,7 +310,7 @@ def fit(
     scheduler_interval: str = "epoch",
     accumulation_steps: int = 1,
     max_grad_norm: float | None = None,
-    amp: bool = False,
+    amp: Amp = False,
     monitor: str = "macro_f1",
     patience: int | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -323,6 +332,9 @@ def fit(
     - ``keep_best=True`` keeps the best epoch's weights in memory (``best_state``) and loads
       them into ``model`` at the end: model selection without checkpoint I/O.
     - ``logger``: gets every history row, then the best and last validation metrics.
+    - ``amp``: ``True`` autocasts to the device's AMP dtype (``helpers.devices.amp_dtype``:
+      BF16 where the device supports it, else FP16), or name the dtype (``torch.float16``,
+      ``torch.bfloat16``). FP16 on CUDA gets a ``GradScaler``; BF16 needs none.
 
     A history row holds the training loss, mean gradient norm (before clipping), ``lr`` (the
     first group's learning rate at the epoch's last optimizer step, i.e. before the epoch's
@@ -338,7 +350,7 @@ def fit(
     device = torch.device(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     model.to(device)
-    use_scaler = amp and device.type == "cuda" and amp_dtype(device) == torch.float16
+    use_scaler = bool(amp) and device.type == "cuda" and _amp_dtype(device, amp) == torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     generator = getattr(train_loader, "generator", None)
     objects = {

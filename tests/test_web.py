@@ -29,7 +29,7 @@ from course.sections import course_notebooks, figures, read_outline
 from course.slides import horizontal_titles
 from helpers import BUILD_DIR, REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.web, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
