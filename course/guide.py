@@ -83,11 +83,15 @@ def round_preserving_total(values: list[float], total: int, minimum: int = 1) ->
     if not values:
         return []
     if total < minimum * len(values):
-        raise ValueError(f"{total} minutes cannot give {len(values)} items {minimum} minute(s) each.")
+        raise ValueError(
+            f"{total} minutes cannot give {len(values)} items {minimum} minute(s) each."
+        )
     floors = [max(minimum, math.floor(v)) for v in values]
     while sum(floors) > total:  # minimums pushed us over: take from the largest
         floors[max(range(len(floors)), key=lambda i: floors[i])] -= 1
-    order = sorted(range(len(values)), key=lambda i: values[i] - math.floor(values[i]), reverse=True)
+    order = sorted(
+        range(len(values)), key=lambda i: values[i] - math.floor(values[i]), reverse=True
+    )
     i = 0
     while sum(floors) < total:
         floors[order[i % len(order)]] += 1
@@ -98,10 +102,14 @@ def round_preserving_total(values: list[float], total: int, minimum: int = 1) ->
 def minute_budget(outline: Outline, pace: Pace = Pace()) -> Budget:
     """The session agenda: opening, each taught section (scaled to fit), exercises, closing."""
     low, high = pace.session
-    exercise_minutes = min(pace.exercise_cap, sum(
-        pace.minutes_per_checked_exercise if ex.checked else pace.minutes_per_open_exercise
-        for ex in outline.exercises))
-    exercise_minutes = round(exercise_minutes)
+    exercise_minutes_raw = min(
+        pace.exercise_cap,
+        sum(
+            pace.minutes_per_checked_exercise if ex.checked else pace.minutes_per_open_exercise
+            for ex in outline.exercises
+        ),
+    )
+    exercise_minutes = round(exercise_minutes_raw)
     fixed = pace.opening + pace.closing + exercise_minutes
     raw = [section_minutes(s, pace) for s in outline.body]
     raw_total = sum(raw)
@@ -110,12 +118,16 @@ def minute_budget(outline: Outline, pace: Pace = Pace()) -> Budget:
     scale = target / raw_total if raw_total else 1.0
     scaled = [r * scale for r in raw] if raw_total else [target / max(1, len(raw))] * len(raw)
     minutes = round_preserving_total(scaled, target)
-    items = [AgendaItem("Opening: objectives and who has run the notebook", round(pace.opening),
-                        "opening")]
+    items = [
+        AgendaItem(
+            "Opening: objectives and who has run the notebook", round(pace.opening), "opening"
+        )
+    ]
     items += [AgendaItem(s.title, m, "section") for s, m in zip(outline.body, minutes, strict=True)]
     if outline.exercises:
-        items.append(AgendaItem(f"Exercises ({len(outline.exercises)})", exercise_minutes,
-                                "exercises"))
+        items.append(
+            AgendaItem(f"Exercises ({len(outline.exercises)})", exercise_minutes, "exercises")
+        )
     items.append(AgendaItem("Close: the checklist", round(pace.closing), "closing"))
     return Budget(items, raw_total, scale)
 
@@ -133,11 +145,15 @@ def discussion_questions(outline: Outline, limit: int = 6) -> list[str]:
                 questions.append(f"{sub.title} (§ {section.title})")
         for block in section.all_blocks():
             if block.cell_type == "markdown":
-                questions += [m for m in re.findall(r"^\*\*([^*\n]{8,120}\?)\*\*", block.source, re.M)]
+                questions += [
+                    m for m in re.findall(r"^\*\*([^*\n]{8,120}\?)\*\*", block.source, re.M)
+                ]
     for objective in outline.objectives:
         if len(questions) >= limit:
             break
-        questions.append("Can everyone now " + objective[0].lower() + objective[1:].rstrip(".") + "?")
+        questions.append(
+            "Can everyone now " + objective[0].lower() + objective[1:].rstrip(".") + "?"
+        )
     return questions[:limit]
 
 
@@ -177,55 +193,73 @@ def agenda_table(budget: Budget) -> list[str]:
         if item.kind == "section":
             number += 1
             label = str(number)
-        lines.append(f"| {label} | {item.title} | {item.minutes} | {start // 60}:{start % 60:02d} |")
+        lines.append(
+            f"| {label} | {item.title} | {item.minutes} | {start // 60}:{start % 60:02d} |"
+        )
         start += item.minutes
     lines.append(f"| | **total** | **{budget.total}** | |")
     return lines
 
 
-def guide_markdown(outline: Outline, pace: Pace = Pace(), build: Path = BUILD_DIR,
-                   heading_level: int = 1) -> str:
+def guide_markdown(
+    outline: Outline, pace: Pace = Pace(), build: Path = BUILD_DIR, heading_level: int = 1
+) -> str:
     """The one-page guide for ``outline`` as markdown."""
     h = "#" * heading_level
     budget = minute_budget(outline, pace)
     name = outline.name
     lines = [f"{h} Facilitator's guide — {outline.title}", ""]
-    lines += [f"**Session:** {budget.total} minutes · {len(outline.body)} sections · "
-              f"{len(outline.exercises)} exercises · slides `build/slides/{name}.html` · "
-              f"notebook `notebooks/{name}.ipynb`", ""]
+    lines += [
+        f"**Session:** {budget.total} minutes · {len(outline.body)} sections · "
+        f"{len(outline.exercises)} exercises · slides `build/slides/{name}.html` · "
+        f"notebook `notebooks/{name}.ipynb`",
+        "",
+    ]
     lines += [f"{h}# Before the session", ""]
     run_time = run_time_line(outline)
-    lines.append(f"- `{run_command(name)}` executes this notebook alone and writes its key figures "
-                 "to `build/cpu/report.md`" + (f" (run time: {run_time})" if run_time else "") + ".")
-    lines.append("- `make student` writes learner copies with the solutions stubbed "
-                 "(`build/student/`): hand those out, the Check cells grade the answers.")
-    lines.append(f"- `make slides` writes this deck, `build/slides/{name}.html` (works offline); "
-                 "`make site` the course website, `build/site/index.html`.")
+    lines.append(
+        f"- `{run_command(name)}` executes this notebook alone and writes its key figures "
+        "to `build/cpu/report.md`" + (f" (run time: {run_time})" if run_time else "") + "."
+    )
+    lines.append(
+        "- `make student` writes learner copies with the solutions stubbed "
+        "(`build/student/`): hand those out, the Check cells grade the answers."
+    )
+    lines.append(
+        f"- `make slides` writes this deck, `build/slides/{name}.html` (works offline); "
+        "`make site` the course website, `build/site/index.html`."
+    )
     lines.append("")
     lines += [f"{h}# Agenda", ""] + agenda_table(budget) + [""]
     if abs(budget.scale - 1) < 0.05:
         fit = "which fits the session as they stand."
     elif budget.scale < 1:
-        fit = (f"compressed ×{budget.scale:.2f} to fit: skim the prose, dwell on the measured "
-               "results.")
+        fit = (
+            f"compressed ×{budget.scale:.2f} to fit: skim the prose, dwell on the measured results."
+        )
     else:
-        fit = (f"stretched ×{budget.scale:.2f} to fill the session: the spare time is for running "
-               "the cells and discussing them.")
+        fit = (
+            f"stretched ×{budget.scale:.2f} to fill the session: the spare time is for running "
+            "the cells and discussing them."
+        )
     lines.append(
         f"Minutes from the notebook's word and code counts ({pace.words_per_minute:.0f} words or "
         f"{pace.code_lines_per_minute:.0f} code lines a minute, {pace.minutes_per_figure:.0f} min a "
         f"figure, {pace.minutes_per_checked_exercise:.0f} min a checked exercise, "
         f"{pace.minutes_per_open_exercise:.0f} an open one; session "
         f"{pace.session[0]:.0f}–{pace.session[1]:.0f} min): the sections read in about "
-        f"{budget.raw_content_minutes:.0f} min, {fit}")
+        f"{budget.raw_content_minutes:.0f} min, {fit}"
+    )
     lines.append("")
     lines += [f"{h}# Exercises to set", ""]
     for ex in outline.exercises:
         if ex.checked:
             lines.append(f"{ex.number}. **{ex.title}** — graded by its Check cell.")
         else:
-            lines.append(f"{ex.number}. **{ex.title.strip('()') or 'open'}** — no Check cell: "
-                         "discuss the answers (see the questions below).")
+            lines.append(
+                f"{ex.number}. **{ex.title.strip('()') or 'open'}** — no Check cell: "
+                "discuss the answers (see the questions below)."
+            )
     if not outline.exercises:
         lines.append("This notebook has no exercises.")
     lines += ["", f"{h}# Discussion questions", ""]
@@ -233,17 +267,25 @@ def guide_markdown(outline: Outline, pace: Pace = Pace(), build: Path = BUILD_DI
     lines += [f"{h}# Key figures to expect", ""]
     where, results = key_figures(name, build)
     if results:
-        lines += [f"What `make run` recorded (`{where}`); the group's run should print the same "
-                  "figures (timings differ by machine).", "", "| result | value |", "|---|---|"]
+        lines += [
+            f"What `make run` recorded (`{where}`); the group's run should print the same "
+            "figures (timings differ by machine).",
+            "",
+            "| result | value |",
+            "|---|---|",
+        ]
         lines += [f"| `{k}` | {v} |" for k, v in results.items()]
     else:
-        lines.append(f"No recorded results yet: run `{run_command(name)}` and rebuild "
-                     "(`make slides`) to list the figures the group should expect here.")
+        lines.append(
+            f"No recorded results yet: run `{run_command(name)}` and rebuild "
+            "(`make slides`) to list the figures the group should expect here."
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_guides(names: list[str] | None = None, out: Path = GUIDE_DIR,
-                 pace: Pace = Pace()) -> list[Path]:
+def write_guides(
+    names: list[str] | None = None, out: Path = GUIDE_DIR, pace: Pace = Pace()
+) -> list[Path]:
     """Write ``out/NN_name.md`` for the named notebooks (all by default)."""
     notebooks = select(names)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,8 +310,9 @@ def select(names: list[str] | None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     parser.add_argument("--out", type=Path, default=GUIDE_DIR)
     args = parser.parse_args(argv)

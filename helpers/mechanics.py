@@ -11,6 +11,7 @@ block ends, even after an error, so a notebook cell can be re-run without stacki
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,7 +22,9 @@ class ListMLP(nn.Module):
 
     def __init__(self, sizes: list[int]) -> None:
         super().__init__()
-        self.layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        self.layers: list[nn.Linear] | nn.ModuleList = [
+            nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers[:-1]:
@@ -92,7 +95,7 @@ class LayerRecorder:
 
     def first_nonfinite(self) -> str | None:
         """Name of the first layer (in call order) whose output held a NaN or an infinity."""
-        return next((row["layer"] for row in self.rows if not row["finite"]), None)
+        return next((cast(str, row["layer"]) for row in self.rows if not row["finite"]), None)
 
 
 def hook_count(model: nn.Module) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,7 +59,9 @@ def rng_states(loader_generator: torch.Generator | None = None) -> dict[str, obj
     """Every RNG state a resumed run needs: Python, NumPy, torch CPU, CUDA (when present) and a
     DataLoader's ``generator``, as plain values and tensors that ``weights_only=True`` loads."""
     version, internal, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state()  # legacy=True: the tuple form
+    assert isinstance(numpy_state, tuple)
+    name, keys, position, has_gauss, cached = numpy_state
     return {
         "python": (version, internal, gauss),
         "numpy": {
@@ -77,9 +81,9 @@ def restore_rng_states(
     states: dict[str, object], loader_generator: torch.Generator | None = None
 ) -> None:
     """Put back the states :func:`rng_states` captured (the CUDA one only where a GPU is visible)."""
-    version, internal, gauss = states["python"]
+    version, internal, gauss = cast("tuple[int, Sequence[int], float | None]", states["python"])
     random.setstate((version, tuple(internal), gauss))
-    numpy_state = states["numpy"]
+    numpy_state = cast("dict[str, Any]", states["numpy"])
     np.random.set_state(
         (
             numpy_state["name"],
@@ -89,8 +93,8 @@ def restore_rng_states(
             numpy_state["cached_gaussian"],
         )
     )
-    torch.set_rng_state(states["torch"])
+    torch.set_rng_state(cast(torch.Tensor, states["torch"]))
     if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        torch.cuda.set_rng_state_all(cast("list[torch.Tensor]", states["cuda"]))
     if loader_generator is not None and states.get("loader") is not None:
-        loader_generator.set_state(states["loader"])
+        loader_generator.set_state(cast(torch.Tensor, states["loader"]))

@@ -15,11 +15,14 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
 from helpers import BUILD_DIR
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard.writer import FileWriter
 
 RUNS_DIR: Path = BUILD_DIR / "runs"
 HParam = bool | int | float | str
@@ -86,8 +89,10 @@ class TensorBoardLogger:
 
         metrics = {f"hparam/{k}": float(v) for k, v in final_metrics.items()}
         experiment, start, end = hparams(scalar_hparams(self.config), metrics)
+        # SummaryWriter sets file_writer to None and creates it lazily: torch infers None
+        file_writer = cast("FileWriter", self.writer.file_writer)
         for summary in (experiment, start, end):
-            self.writer.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
         for name, value in metrics.items():
             self.writer.add_scalar(name, value)
         self.writer.close()

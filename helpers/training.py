@@ -73,8 +73,7 @@ def _amp_dtype(device: torch.device, amp: Amp) -> torch.dtype:
 
 
 def _autocast(device: torch.device, amp: Amp) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=_amp_dtype(device, amp),
-                          enabled=bool(amp))
+    return torch.autocast(device_type=device.type, dtype=_amp_dtype(device, amp), enabled=bool(amp))
 
 
 def _groups(batches: Iterable, size: int) -> Iterator[list]:
@@ -294,6 +293,8 @@ def _write_checkpoints(
 def _final_metrics(result: FitResult, monitor: str) -> dict[str, float]:
     """What a logger stores beside the hyperparameters: the best score and the last epoch's."""
     last = {f"val_{k}": v for k, v in _validation(result.history[-1]).items()}
+    # fit calls this after at least one epoch, so EarlyStopping has recorded a best
+    assert result.best_score is not None and result.best_epoch is not None
     return {f"best_val_{monitor}": result.best_score, "best_epoch": result.best_epoch, **last}
 
 
@@ -353,7 +354,7 @@ def fit(
     use_scaler = bool(amp) and device.type == "cuda" and _amp_dtype(device, amp) == torch.float16
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     generator = getattr(train_loader, "generator", None)
-    objects = {
+    objects: dict[str, Any] = {
         "model": model,
         "optimizer": optimizer,
         "scheduler": scheduler,
@@ -362,6 +363,7 @@ def fit(
     }
     result, start_epoch = FitResult(), 1
     if resume:
+        assert checkpoint_dir is not None  # checked above
         saved = restore_last(checkpoint_dir, **objects)
         result.history, start_epoch = list(saved["history"]), saved["epoch"] + 1
         stopping = EarlyStopping(**saved["stopping"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -150,7 +150,10 @@ def run_es(
             extra=None if monitor is not None else current[None],
         )
         evaluations += noise.shape[0] + (centre is not None)
-        score = float(monitor(current)) if monitor is not None else centre.item()
+        # without a monitor the centre is evaluated too (extra=current[None])
+        score = (
+            float(monitor(current)) if monitor is not None else cast(torch.Tensor, centre).item()
+        )
         scores.append(score)
         result.history.append(
             {

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -65,14 +65,21 @@ class ResidualMLP(nn.Module):
     """
 
     def __init__(
-        self, n_inputs: int, n_classes: int, width: int = 64, n_blocks: int = 4,
-        expansion: int = 2, dropout: float = 0.1,
+        self,
+        n_inputs: int,
+        n_classes: int,
+        width: int = 64,
+        n_blocks: int = 4,
+        expansion: int = 2,
+        dropout: float = 0.1,
     ):
         super().__init__()
         if min(n_inputs, n_classes, width, n_blocks, expansion) < 1:
             raise ValueError("ResidualMLP sizes must all be >= 1.")
         self.stem = nn.Linear(n_inputs, width)
-        self.blocks = nn.ModuleList(ResidualBlock(width, expansion, dropout) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, expansion, dropout) for _ in range(n_blocks)
+        )
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, n_classes)
 
@@ -139,18 +146,24 @@ def blocks_of(model: nn.Module) -> tuple[list[list[Part]], nn.Module]:
     For another architecture, list its blocks bottom to top yourself (any sequence of modules
     and parameters works with :func:`layerwise_param_groups` and :func:`freeze_by_ratio`).
     """
-    if isinstance(getattr(model, "head", None), nn.Module):
-        if isinstance(getattr(model, "blocks", None), nn.ModuleList) and hasattr(model, "stem"):
-            blocks: list[list[Part]] = [[model.stem]] + [[block] for block in model.blocks]
-            if isinstance(getattr(model, "norm", None), nn.Module):
-                blocks[-1].append(model.norm)
-            return blocks, model.head
+    if isinstance(head := getattr(model, "head", None), nn.Module):
+        if isinstance(model_blocks := getattr(model, "blocks", None), nn.ModuleList) and hasattr(
+            model, "stem"
+        ):
+            blocks: list[list[Part]] = [[cast(Part, model.stem)]] + [
+                [block] for block in model_blocks
+            ]
+            if isinstance(norm := getattr(model, "norm", None), nn.Module):
+                blocks[-1].append(norm)
+            return blocks, head
         encoder = getattr(model, "encoder", None)
-        if hasattr(model, "embed") and isinstance(getattr(encoder, "layers", None), nn.ModuleList):
-            parts: list[Part] = [model.embed]
-            if isinstance(getattr(model, "position", None), nn.Parameter):
-                parts.append(model.position)
-            return [parts] + [[layer] for layer in encoder.layers], model.head
+        if hasattr(model, "embed") and isinstance(
+            layers := getattr(encoder, "layers", None), nn.ModuleList
+        ):
+            parts: list[Part] = [cast(Part, model.embed)]
+            if isinstance(position := getattr(model, "position", None), nn.Parameter):
+                parts.append(position)
+            return [parts] + [[layer] for layer in layers], head
     raise ValueError(
         f"blocks_of() knows ResidualMLP (stem, blocks, norm, head) and TransformerClassifier "
         f"(embed, position, encoder.layers, head), not {type(model).__name__}: list its blocks "
@@ -190,13 +203,17 @@ def layerwise_param_groups(
     n_blocks = len(blocks)
     owner: dict[int, str] = {}
     groups: dict[tuple[str, bool], dict[str, Any]] = {}
-    labelled = [(f"block {d}", block, base_lr * layer_decay ** (n_blocks - 1 - d))
-                for d, block in enumerate(blocks)]
+    labelled = [
+        (f"block {d}", block, base_lr * layer_decay ** (n_blocks - 1 - d))
+        for d, block in enumerate(blocks)
+    ]
     labelled.append(("head", head, base_lr * head_lr_mult))
     for label, block, lr in labelled:
         for param in _params_of(block):
             if id(param) not in info:
-                raise ValueError(f"{label} holds a parameter {tuple(param.shape)} that is not the model's.")
+                raise ValueError(
+                    f"{label} holds a parameter {tuple(param.shape)} that is not the model's."
+                )
             name = info[id(param)].name
             if id(param) in owner:
                 if owner[id(param)] == label:
@@ -205,12 +222,18 @@ def layerwise_param_groups(
             owner[id(param)] = label
             if not param.requires_grad:
                 continue
-            decay = decay_norm_and_bias or not is_no_decay(info[id(param)].module,
-                                                           info[id(param)].local_name)
-            group = groups.setdefault((label, decay), {
-                "params": [], "lr": lr, "weight_decay": weight_decay if decay else 0.0,
-                "name": f"{label} ({'decay' if decay else 'no decay'})",
-            })
+            decay = decay_norm_and_bias or not is_no_decay(
+                info[id(param)].module, info[id(param)].local_name
+            )
+            group = groups.setdefault(
+                (label, decay),
+                {
+                    "params": [],
+                    "lr": lr,
+                    "weight_decay": weight_decay if decay else 0.0,
+                    "name": f"{label} ({'decay' if decay else 'no decay'})",
+                },
+            )
             group["params"].append(param)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     missing = [i.name for pid, i in info.items() if pid not in owner and pid in trainable]
@@ -227,14 +250,16 @@ def group_table(model: nn.Module, groups: Sequence[dict[str, Any]]) -> pd.DataFr
         params = group["params"]
         params = [params] if isinstance(params, torch.Tensor) else params
         for param in params:
-            rows.append({
-                "parameter": info[id(param)].name if id(param) in info else "?",
-                "shape": tuple(param.shape),
-                "numel": param.numel(),
-                "lr": group["lr"],
-                "weight_decay": group.get("weight_decay", 0.0),
-                "group": group.get("name", ""),
-            })
+            rows.append(
+                {
+                    "parameter": info[id(param)].name if id(param) in info else "?",
+                    "shape": tuple(param.shape),
+                    "numel": param.numel(),
+                    "lr": group["lr"],
+                    "weight_decay": group.get("weight_decay", 0.0),
+                    "group": group.get("name", ""),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -276,5 +301,3 @@ def set_dropout(model: nn.Module, p: float) -> int:
             module.dropout = p
             changed += 1
     return changed
-
-

@@ -69,7 +69,7 @@ class MLP(nn.Module):
         body = mlp(
             in_dim + n_classes, out_dim, hidden=hidden, depth=n_hidden, activation=activation
         )
-        self.net = nn.Sequential(*body, make_output())  # type: ignore[operator]
+        self.net = nn.Sequential(*body, make_output())
 
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.n_classes:

@@ -113,6 +113,8 @@ def focal_loss(
 class FocalLoss(nn.Module):
     """``nn.Module`` wrapper of :func:`focal_loss` (the per-class ``weight`` is a buffer)."""
 
+    weight: torch.Tensor | None  # buffer
+
     def __init__(
         self, gamma: float = 2.0, weight: torch.Tensor | None = None, reduction: str = "mean"
     ):
@@ -152,6 +154,8 @@ def logit_adjusted_cross_entropy(
 
 class LogitAdjustedLoss(nn.Module):
     """``nn.Module`` wrapper of :func:`logit_adjusted_cross_entropy`."""
+
+    log_prior: torch.Tensor  # buffer
 
     def __init__(self, counts: Sequence[int] | np.ndarray, tau: float = 1.0):
         super().__init__()

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ def balanced_sampler(
     """
     weights = oversampling_weights(labels, power)
     return WeightedRandomSampler(
-        weights,
+        weights,  # type: ignore[arg-type]  # torch annotates Sequence[float]; it takes a Tensor
         num_samples=len(weights) if num_samples is None else num_samples,
         replacement=True,
         generator=generator,
@@ -129,13 +129,16 @@ def tensor_loader(
     """
     if len(inputs) != len(labels):
         raise ValueError(f"inputs and labels differ in length: {len(inputs)} vs {len(labels)}.")
+    order: Sampler[int] | Iterable[int]
     if sampler is None:
-        sampler = (
+        order = (
             RandomSampler(range(len(labels)), generator=generator)
             if shuffle
             else range(len(labels))
         )
-    batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+    else:
+        order = sampler
+    batches = BatchSampler(order, batch_size=batch_size, drop_last=False)
     return DataLoader(TensorDataset(inputs, labels), sampler=batches, batch_size=None)
 
 

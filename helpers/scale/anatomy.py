@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -37,7 +38,13 @@ class PrecisionRecipe:
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.master_weights + self.optimizer + self.fp32_gradients
+        return (
+            self.weights
+            + self.gradients
+            + self.master_weights
+            + self.optimizer
+            + self.fp32_gradients
+        )
 
     @property
     def k(self) -> int:
@@ -54,8 +61,9 @@ PRECISION_RECIPES: dict[str, PrecisionRecipe] = {
 ZERO_STAGES = (0, 1, 2, 3)
 
 
-def zero_model_state_bytes(psi: float, world: int, stage: int, k: int = 12,
-                           weight_bytes: int = 2, grad_bytes: int = 2) -> float:
+def zero_model_state_bytes(
+    psi: float, world: int, stage: int, k: int = 12, weight_bytes: int = 2, grad_bytes: int = 2
+) -> float:
     """Model-state bytes per rank under ZeRO stage ``stage`` (0 = plain data parallelism).
 
     Rajbhandari et al. (2020), Figure 1: (2 + 2 + K)Ψ; P_os: 2Ψ + 2Ψ + KΨ/N;
@@ -87,8 +95,15 @@ def block_parameters(width: int) -> int:
     return 12 * width * width + 13 * width
 
 
-def block_activation_bytes(seq: int, batch: int, width: int, heads: int, value_bytes: int = 2,
-                           dropout: bool = True, small_terms: bool = False) -> int:
+def block_activation_bytes(
+    seq: int,
+    batch: int,
+    width: int,
+    heads: int,
+    value_bytes: int = 2,
+    dropout: bool = True,
+    small_terms: bool = False,
+) -> int:
     """Bytes one block saves for backward (Korthikanti et al., 2022, section 4.1).
 
     Per ``sbh`` value: 2 LayerNorm inputs, QKV input, Q, K, V, projection input (5), MLP input,
@@ -107,8 +122,9 @@ def block_activation_bytes(seq: int, batch: int, width: int, heads: int, value_b
     return total
 
 
-def full_recompute_activation_bytes(seq: int, batch: int, width: int, n_blocks: int,
-                                    value_bytes: int = 2) -> int:
+def full_recompute_activation_bytes(
+    seq: int, batch: int, width: int, n_blocks: int, value_bytes: int = 2
+) -> int:
     """Saved bytes under full recomputation: only each block's input, ``L * sbh`` values."""
     return n_blocks * seq * batch * width * value_bytes
 
@@ -147,7 +163,9 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer | object) -> int:
     """
     if hasattr(optimizer, "state_tensors"):
         return _nbytes(optimizer.state_tensors())
-    inner = getattr(optimizer, "optim", optimizer)  # ZeroRedundancyOptimizer wraps a local one
-    tensors = [v for state in inner.state.values() for v in state.values()
-               if isinstance(v, torch.Tensor)]
+    # ZeroRedundancyOptimizer wraps a local one
+    inner = cast(torch.optim.Optimizer, getattr(optimizer, "optim", optimizer))
+    tensors = [
+        v for state in inner.state.values() for v in state.values() if isinstance(v, torch.Tensor)
+    ]
     return _nbytes(tensors)

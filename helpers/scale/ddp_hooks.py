@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -58,8 +58,13 @@ def assign_buckets(sizes_bytes: list[int], bucket_bytes: int | None) -> list[lis
 class HookDDP:
     """Average gradients over the process group from post-accumulate-grad hooks."""
 
-    def __init__(self, model: nn.Module, bucket_bytes: int | None = None,
-                 async_op: bool = False, communicate: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        bucket_bytes: int | None = None,
+        async_op: bool = False,
+        communicate: bool = True,
+    ) -> None:
         self.model, self.async_op, self.communicate = model, async_op, communicate
         self.world = dist.get_world_size()
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -80,7 +85,9 @@ class HookDDP:
             return  # the bucket waits for its other gradients
         self.ready[n] = 0
         bucket = self.buckets[n]
-        flat = torch.cat([p.grad.reshape(-1) for p in bucket]) if len(bucket) > 1 else bucket[0].grad
+        # autograd calls this hook once a .grad is final, so none of the bucket's is None
+        grads = [cast(torch.Tensor, p.grad) for p in bucket]
+        flat = torch.cat([g.reshape(-1) for g in grads]) if len(bucket) > 1 else grads[0]
         work = dist.all_reduce(flat, async_op=self.async_op) if self.communicate else None
         self.pending.append((work, flat, bucket))
         if not self.async_op:
@@ -91,7 +98,8 @@ class HookDDP:
         if len(bucket) > 1:  # copy the averaged buffer back into each .grad
             offset = 0
             for p in bucket:
-                p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+                grad = cast(torch.Tensor, p.grad)
+                grad.copy_(flat[offset : offset + p.numel()].view_as(grad))
                 offset += p.numel()
 
     def finish(self) -> None:
@@ -110,7 +118,8 @@ class HookDDP:
             raise RuntimeError(
                 f"{len(self.buckets) - fired} of {len(self.buckets)} gradient buckets were not "
                 "all-reduced: some parameter received no gradient in this backward (an unused "
-                "layer?). Every parameter must get a gradient in each backward.")
+                "layer?). Every parameter must get a gradient in each backward."
+            )
         for work, flat, bucket in self.pending:
             if self.async_op:
                 if work is not None:
@@ -145,8 +154,12 @@ MODES: dict[str, dict[str, Any]] = {
 
 def _batches(job: HookJob, rank: int, world_size: int, device: torch.device) -> list[torch.Tensor]:
     per_rank = job.batch // world_size
-    return [random_tokens(job.batch, job.seq, job.spec.vocab, job.seed + t)
-            [rank * per_rank:(rank + 1) * per_rank].to(device) for t in range(job.steps)]
+    return [
+        random_tokens(job.batch, job.seq, job.spec.vocab, job.seed + t)[
+            rank * per_rank : (rank + 1) * per_rank
+        ].to(device)
+        for t in range(job.steps)
+    ]
 
 
 def hook_ddp_equivalence(rank: int, world_size: int, job: HookJob) -> dict[str, Any]:
@@ -190,26 +203,38 @@ def hook_ddp_equivalence(rank: int, world_size: int, job: HookJob) -> dict[str, 
         dist.broadcast(rank0, src=0)
         spread = (flat - rank0).abs().max()
         dist.all_reduce(spread, op=dist.ReduceOp.MAX)
-        results[name] = {"max_abs_diff": delta.item(), "rank_spread": spread.item(),
-                         "buckets": len(hooked.buckets), "allreduces_per_step": calls / job.steps}
+        results[name] = {
+            "max_abs_diff": delta.item(),
+            "rank_spread": spread.item(),
+            "buckets": len(hooked.buckets),
+            "allreduces_per_step": calls / job.steps,
+        }
     return {"rank": rank, "n_params": len(list(model.parameters())), "modes": results}
 
 
-def exposed_communication(rank: int, world_size: int, job: HookJob,
-                          bucket_sizes: list[int | None], repeats: int = 10,
-                          warmup: int = 2) -> list[dict[str, Any]]:
+def exposed_communication(
+    rank: int,
+    world_size: int,
+    job: HookJob,
+    bucket_sizes: list[int | None],
+    repeats: int = 10,
+    warmup: int = 2,
+) -> list[dict[str, Any]]:
     """Median seconds of forward + backward (+ wait) with each bucket size, sync and async.
 
     ``compute`` is the same step with the hooks doing no communication; ``exposed`` = step −
-    compute is the communication time the step did not hide. Configurations are interleaved
+    compute is the communication time the step did not hide; it is not clipped at 0, so a
+    negative value shows the timing noise. Configurations are interleaved
     (one step of each in turn) so that load from elsewhere hits them alike.
     """
     device = current_device()
     tokens = _batches(job, rank, world_size, device)[0]
     configs: dict[str, HookDDP] = {}
     models = {}
-    labels = [("compute", None, False, False)]
-    labels += [(f"{'async' if a else 'sync'} {b}", b, a, True) for b in bucket_sizes for a in (False, True)]
+    labels: list[tuple[str, int | None, bool, bool]] = [("compute", None, False, False)]
+    labels += [
+        (f"{'async' if a else 'sync'} {b}", b, a, True) for b in bucket_sizes for a in (False, True)
+    ]
     for label, bucket_bytes, async_op, communicate in labels:
         models[label] = job.spec.build().to(device)
         configs[label] = HookDDP(models[label], bucket_bytes, async_op, communicate)
@@ -230,7 +255,15 @@ def exposed_communication(rank: int, world_size: int, job: HookJob,
     rows = []
     for label, bucket_bytes, async_op, _ in labels[1:]:
         step = statistics.median(times[label])
-        rows.append({"rank": rank, "bucket_bytes": bucket_bytes, "async": async_op,
-                     "buckets": len(configs[label].buckets), "step_s": step, "compute_s": compute,
-                     "exposed_s": max(0.0, step - compute)})
+        rows.append(
+            {
+                "rank": rank,
+                "bucket_bytes": bucket_bytes,
+                "async": async_op,
+                "buckets": len(configs[label].buckets),
+                "step_s": step,
+                "compute_s": compute,
+                "exposed_s": step - compute,
+            }
+        )
     return rows

@@ -19,6 +19,7 @@ gradients and the bytes saved for backward (counted with the course's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, h = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.qkv(self.ln1(x)).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        )
         if self.selective:  # keep q, k, v; recompute the s^2 part during backward
             a = checkpoint(attention_core, q, k, v, use_reentrant=False)
         else:
@@ -92,8 +95,9 @@ class TransformerLM(nn.Module):
         self.recompute = recompute
         self.embed = nn.Embedding(spec.vocab, spec.width)
         self.position = nn.Parameter(0.02 * torch.randn(spec.max_len, spec.width))
-        self.blocks = nn.ModuleList(Block(spec.width, spec.heads, recompute == "selective")
-                                    for _ in range(spec.n_blocks))
+        self.blocks = nn.ModuleList(
+            Block(spec.width, spec.heads, recompute == "selective") for _ in range(spec.n_blocks)
+        )
         self.norm = nn.LayerNorm(spec.width)
         self.head = nn.Linear(spec.width, spec.vocab)
 
@@ -132,7 +136,10 @@ def gradients_and_activations(
         loss = lm_loss(model, tokens)
     saved = meter.bytes
     loss.backward()
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    grads = {
+        name: cast(torch.Tensor, p.grad).detach().clone()  # backward set every .grad
+        for name, p in model.named_parameters()
+    }
     return loss.item(), grads, saved
 
 
@@ -145,7 +152,9 @@ def body_activation_bytes(model: TransformerLM, hidden: torch.Tensor) -> int:
     return meter.bytes
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor) -> float:
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor
+) -> float:
     """One optimizer step on ``tokens``; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     loss = lm_loss(model, tokens)

@@ -37,9 +37,15 @@ from helpers.scale.recompute import ModelSpec, lm_loss, random_tokens
 class ZeroAdam:
     """Adam with its state sharded over the ranks (ZeRO stage 1 or 2); no weight decay."""
 
-    def __init__(self, params: list[nn.Parameter], stage: int = 1, lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 all_gather: bool = True) -> None:
+    def __init__(
+        self,
+        params: list[nn.Parameter],
+        stage: int = 1,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        all_gather: bool = True,
+    ) -> None:
         if stage not in (1, 2):
             raise ValueError(f"ZeroAdam implements stages 1 and 2, got {stage!r}.")
         self.params, self.stage, self.lr, self.betas, self.eps = list(params), stage, lr, betas, eps
@@ -50,23 +56,28 @@ class ZeroAdam:
         self.flat = torch.zeros(self.shard_size * self.world, device=self.params[0].device)
         offset = 0
         for p in self.params:  # each parameter becomes a view into the flat buffer
-            self.flat[offset:offset + p.numel()].copy_(p.detach().reshape(-1))
-            p.data = self.flat[offset:offset + p.numel()].view_as(p)
+            self.flat[offset : offset + p.numel()].copy_(p.detach().reshape(-1))
+            p.data = self.flat[offset : offset + p.numel()].view_as(p)
             offset += p.numel()
         lo = self.rank * self.shard_size
-        self.shard = self.flat[lo:lo + self.shard_size]  # the slice this rank updates
+        self.shard = self.flat[lo : lo + self.shard_size]  # the slice this rank updates
         self.exp_avg = torch.zeros_like(self.shard)
         self.exp_avg_sq = torch.zeros_like(self.shard)
         self.steps = 0
-        self.grad_bytes_at_update = 0
+        self.grad_bytes_at_update = 0  # gradient bytes held at the Adam update
+        self.grad_peak_bytes = 0  # gradient bytes held at once while the flat copy is built
 
     def flat_gradient(self) -> torch.Tensor:
         """The gradients in one padded buffer (the per-parameter ``.grad`` are then dropped)."""
         flat = torch.zeros_like(self.flat)
+        # here the per-parameter gradients and their full flat copy coexist: the gradient peak
+        self.grad_peak_bytes = flat.numel() * flat.element_size() + sum(
+            p.grad.numel() * p.grad.element_size() for p in self.params if p.grad is not None
+        )
         offset = 0
         for p in self.params:
             if p.grad is not None:
-                flat[offset:offset + p.numel()].copy_(p.grad.reshape(-1))
+                flat[offset : offset + p.numel()].copy_(p.grad.reshape(-1))
                 p.grad = None
             offset += p.numel()
         return flat
@@ -77,7 +88,7 @@ class ZeroAdam:
         if self.stage == 1:  # everyone gets the whole averaged gradient, uses its slice
             dist.all_reduce(flat_grad)
             lo = self.rank * self.shard_size
-            grad = flat_grad[lo:lo + self.shard_size] / self.world
+            grad = flat_grad[lo : lo + self.shard_size] / self.world
             self.grad_bytes_at_update = flat_grad.numel() * flat_grad.element_size()
         else:  # stage 2: each rank receives only the sum of its own slice
             grad = torch.empty_like(self.shard)
@@ -89,7 +100,7 @@ class ZeroAdam:
         beta1, beta2 = self.betas  # Adam, as torch.optim.Adam computes it
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias1, bias2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        bias1, bias2 = 1 - beta1**self.steps, 1 - beta2**self.steps
         denom = (self.exp_avg_sq.sqrt() / math.sqrt(bias2)).add_(self.eps)
         self.shard.addcdiv_(self.exp_avg, denom, value=-self.lr / bias1)
         if self.all_gather:  # every rank receives every updated slice
@@ -123,8 +134,12 @@ def _flat_params(model: nn.Module) -> torch.Tensor:
 
 def _ring_volume(summary: dict[str, tuple[int, int]], psi_bytes: int) -> float:
     """Elements sent per rank in units of Ψ, large-N convention: all-reduce 2, others 1."""
-    factor = {"allreduce_": 2.0, "_reduce_scatter_base_": 1.0, "_allgather_base_": 1.0,
-              "broadcast_": 1.0}
+    factor = {
+        "allreduce_": 2.0,
+        "_reduce_scatter_base_": 1.0,
+        "_allgather_base_": 1.0,
+        "broadcast_": 1.0,
+    }
     return sum(factor.get(name, 0.0) * nbytes for name, (_, nbytes) in summary.items()) / psi_bytes
 
 
@@ -145,7 +160,8 @@ def zero_demo(rank: int, world_size: int, job: ZeroJob) -> dict[str, Any]:
 
     Rank ``r`` trains on the ``r``-th slice of each global batch. For each variant: the largest
     ``|Δ|`` of the final parameters from the DDP reference (max over ranks), the bytes of
-    parameters, gradients (at the update) and optimizer state this rank holds, and the
+    parameters, gradients (at the update; for ``ZeroAdam`` also ``grad_peak_bytes``, the most
+    held at once) and optimizer state this rank holds, and the
     collectives of the last step (``{name: (calls, bytes)}``) with their volume in units of Ψ.
     """
     from torch.distributed.device_mesh import init_device_mesh
@@ -157,8 +173,12 @@ def zero_demo(rank: int, world_size: int, job: ZeroJob) -> dict[str, Any]:
         raise ValueError(f"batch {job.batch} does not split evenly over {world_size} ranks.")
     device = current_device()
     per_rank = job.batch // world_size
-    data = [random_tokens(job.batch, job.seq, job.spec.vocab, job.seed + t)
-            [rank * per_rank:(rank + 1) * per_rank].to(device) for t in range(job.steps)]
+    data = [
+        random_tokens(job.batch, job.seq, job.spec.vocab, job.seed + t)[
+            rank * per_rank : (rank + 1) * per_rank
+        ].to(device)
+        for t in range(job.steps)
+    ]
 
     def train(model: nn.Module, optimizer: Any, forward: nn.Module | None = None) -> dict[str, Any]:
         """``job.steps`` steps; the collectives and gradient bytes of the last one."""
@@ -172,6 +192,7 @@ def zero_demo(rank: int, world_size: int, job: ZeroJob) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     reference = None
+    opt: torch.optim.Optimizer | ZeroAdam
     variants = ("ddp", "zero1", "zero2", "zero1_no_allgather", "torch_zero_redundancy", "fsdp2")
     for name in variants:
         model = job.spec.build().to(device)
@@ -182,8 +203,9 @@ def zero_demo(rank: int, world_size: int, job: ZeroJob) -> dict[str, Any]:
             if name == "ddp":
                 opt = torch.optim.Adam(model.parameters(), lr=job.lr, foreach=False)
             else:
-                opt = ZeroRedundancyOptimizer(model.parameters(), optimizer_class=torch.optim.Adam,
-                                              lr=job.lr, foreach=False)
+                opt = ZeroRedundancyOptimizer(
+                    model.parameters(), optimizer_class=torch.optim.Adam, lr=job.lr, foreach=False
+                )
             out = train(model, opt, ddp)
             calls, nbytes = bucket_log["calls"] // job.steps, bucket_log["bytes"] // job.steps
             out["step_collectives"]["allreduce_"] = (calls, nbytes)  # DDP's reducer, per step
@@ -196,17 +218,25 @@ def zero_demo(rank: int, world_size: int, job: ZeroJob) -> dict[str, Any]:
             out = train(model, opt)
         else:
             stage = 2 if name == "zero2" else 1
-            opt = ZeroAdam(list(model.parameters()), stage=stage, lr=job.lr,
-                           all_gather=name != "zero1_no_allgather")
+            opt = ZeroAdam(
+                list(model.parameters()),
+                stage=stage,
+                lr=job.lr,
+                all_gather=name != "zero1_no_allgather",
+            )
             out = train(model, opt)
             out["grad_bytes"] = opt.grad_bytes_at_update
+            out["grad_peak_bytes"] = opt.grad_peak_bytes
         flat = _flat_params(model)
         if reference is None:
             reference = flat.clone()
         delta = (flat - reference).abs().max()
         dist.all_reduce(delta, op=dist.ReduceOp.MAX)
-        out.update(max_abs_diff=delta.item(), param_bytes=parameter_bytes(model),
-                   optimizer_bytes=optimizer_state_bytes(opt))
+        out.update(
+            max_abs_diff=delta.item(),
+            param_bytes=parameter_bytes(model),
+            optimizer_bytes=optimizer_state_bytes(opt),
+        )
         results[name] = out
         dist.barrier()
     psi = sum(p.numel() for p in job.spec.build().parameters())

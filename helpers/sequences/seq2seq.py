@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -84,9 +85,12 @@ class Seq2Seq(nn.Module):
         """
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing}.")
-        if tgt is None and steps is None:
+        if tgt is not None:
+            n_steps = tgt.shape[1]
+        elif steps is not None:
+            n_steps = steps
+        else:
             raise ValueError("give tgt (training) or steps (free-running decoding).")
-        n_steps = tgt.shape[1] if tgt is not None else steps
         hidden = self.encode(src)
         token = torch.full((src.shape[0],), BOS, dtype=torch.long, device=src.device)
         logits = []
@@ -132,7 +136,9 @@ def teacher_forcing_schedule(
         return end + (start - end) * value
 
     schedules: dict[str, Schedule] = {
-        "constant": lambda step: start, "linear": linear, "exponential": exponential,
+        "constant": lambda step: start,
+        "linear": linear,
+        "exponential": exponential,
         "inverse_sigmoid": inverse_sigmoid,
     }
     if name not in schedules:
@@ -209,7 +215,7 @@ def train_seq2seq(
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}.")
     device = next(model.parameters()).device
     src, tgt = (t.to(device) for t in train)
-    test = tuple(t.to(device) for t in test)
+    test = cast("tuple[torch.Tensor, torch.Tensor]", tuple(t.to(device) for t in test))
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     eval_every = eval_every or steps
@@ -227,7 +233,14 @@ def train_seq2seq(
         if step % eval_every == 0 or step == steps:
             free = decode_accuracy(model, *test)
             forced = decode_accuracy(model, *test, teacher_forcing=1.0)
-            history.append({"step": step, "teacher_forcing": ratio, "train_loss": loss.item(),
-                            "exact_match": free["exact_match"], "token_accuracy": free["token_accuracy"],
-                            "forced_token_accuracy": forced["token_accuracy"]})
+            history.append(
+                {
+                    "step": step,
+                    "teacher_forcing": ratio,
+                    "train_loss": loss.item(),
+                    "exact_match": free["exact_match"],
+                    "token_accuracy": free["token_accuracy"],
+                    "forced_token_accuracy": forced["token_accuracy"],
+                }
+            )
     return Seq2SeqRun(history, history[-1]["exact_match"], history[-1]["token_accuracy"])
