@@ -27,12 +27,8 @@ if __package__ in (None, ""):  # run as a file: make the repository's helpers im
 import torch  # noqa: E402
 
 from helpers.devices import pick_device  # noqa: E402
-from helpers.tuning.search import (  # noqa: E402
-    compare_searches,
-    digits_objective,
-    digits_search_space,
-    digits_split,
-)
+from helpers.tuning.compare import compare_searches  # noqa: E402
+from helpers.tuning.objective import digits_objective, digits_search_space, digits_split  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,12 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     print("seed  random_epochs  asha_epochs  random_best  asha_best")
     for seed in range(args.seeds):
         random, asha = compare_searches(
-            digits_search_space(), objective, seed, args.trials, args.max_epochs, args.eta, searches=("random", "ASHA")
+            digits_search_space(),
+            objective,
+            seed,
+            args.trials,
+            args.max_epochs,
+            args.eta,
+            searches=("random", "ASHA"),
         )
         fractions.append(asha.epochs_used / random.epochs_used)
         gaps.append(random.best_score - asha.best_score)
-        print(f"{seed:4d}  {random.epochs_used:13d}  {asha.epochs_used:11d}  {random.best_score:11.4f}  {asha.best_score:9.4f}")
-    print(f"asha_epoch_fraction={statistics.mean(fractions):.3f} asha_score_gap={statistics.mean(gaps):.4f}")
+        print(
+            f"{seed:4d}  {random.epochs_used:13d}  {asha.epochs_used:11d}  {random.best_score:11.4f}  {asha.best_score:9.4f}"
+        )
+    print(
+        f"asha_epoch_fraction={statistics.mean(fractions):.3f} asha_score_gap={statistics.mean(gaps):.4f}"
+    )
     return 0
 
 

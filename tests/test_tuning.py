@@ -1,4 +1,5 @@
-"""Tests for helpers.tuning.search: spaces, searches on synthetic objectives, the digits objective, LR range test."""
+"""Tests for helpers.tuning: spaces, searches on synthetic objectives (against brute force and the
+papers' tables), Optuna's TPE + Hyperband route, the digits objective and its splits, LR range test."""
 
 from __future__ import annotations
 
@@ -11,32 +12,34 @@ import pytest
 import torch
 from scipy import stats
 
-from helpers.tuning.search import (
-    Choice,
-    Config,
-    LogUniform,
-    Uniform,
+from helpers.models import mlp
+from helpers.tuning.compare import SEARCHES, compare_searches, optuna_tpe_hyperband
+from helpers.tuning.lr_range import endless_batches, lr_range_test, suggest_lr_bounds
+from helpers.tuning.objective import digits_split, held_out, train_digits_mlp
+from helpers.tuning.searches import (
+    TrialRunner,
     asha,
     best_at_budget,
     bohb_proposer,
-    decode,
-    digits_split,
-    encode,
-    endless_batches,
-    grid_configs,
     hyperband,
     hyperband_brackets,
-    log_uniform,
-    lr_range_test,
-    mlp,
     random_proposer,
     run_trials,
     rung_epochs,
     rung_sizes,
-    sample_config,
     successive_halving,
-    suggest_lr_bounds,
-    train_digits_mlp,
+)
+from helpers.tuning.spaces import (
+    Choice,
+    Config,
+    LogUniform,
+    Uniform,
+    decode,
+    encode,
+    grid_configs,
+    log_uniform,
+    sample_config,
+    shuffled_grid,
     zoom,
 )
 
@@ -67,7 +70,11 @@ def test_dimensions_round_trip_through_the_unit_cube() -> None:
     point = encode(SPACE, config)
     assert np.all((point >= 0) & (point <= 1))
     back = decode(SPACE, point)
-    assert back["width"] == 32 and back["lr"] == pytest.approx(3e-3) and back["momentum"] == pytest.approx(0.5)
+    assert (
+        back["width"] == 32
+        and back["lr"] == pytest.approx(3e-3)
+        and back["momentum"] == pytest.approx(0.5)
+    )
     with pytest.raises(ValueError, match="0 < low < high"):
         LogUniform(0.0, 1.0)
 
@@ -83,7 +90,10 @@ def test_grid_is_a_product_with_log_spaced_ends() -> None:
 def test_random_search_tries_more_distinct_values_of_each_dimension_than_a_grid() -> None:
     rng = np.random.default_rng(0)
     grid = grid_configs({"lr": SPACE["lr"], "momentum": SPACE["momentum"]}, 3)
-    randoms = [sample_config({"lr": SPACE["lr"], "momentum": SPACE["momentum"]}, rng) for _ in range(len(grid))]
+    randoms = [
+        sample_config({"lr": SPACE["lr"], "momentum": SPACE["momentum"]}, rng)
+        for _ in range(len(grid))
+    ]
     assert len({c["lr"] for c in grid}) == 3
     assert len({c["lr"] for c in randoms}) == 9
 
@@ -91,8 +101,12 @@ def test_random_search_tries_more_distinct_values_of_each_dimension_than_a_grid(
 def test_zoom_narrows_around_the_best_and_stays_inside() -> None:
     best = [{"lr": 1e-2, "momentum": 0.5, "width": 64}, {"lr": 3e-2, "momentum": 0.6, "width": 64}]
     narrow = zoom(SPACE, best, margin=0.05)
-    assert SPACE["lr"].low <= narrow["lr"].low < 1e-2 and 3e-2 < narrow["lr"].high <= SPACE["lr"].high
-    assert math.log(narrow["lr"].high / narrow["lr"].low) < 0.5 * math.log(SPACE["lr"].high / SPACE["lr"].low)
+    assert (
+        SPACE["lr"].low <= narrow["lr"].low < 1e-2 and 3e-2 < narrow["lr"].high <= SPACE["lr"].high
+    )
+    assert math.log(narrow["lr"].high / narrow["lr"].low) < 0.5 * math.log(
+        SPACE["lr"].high / SPACE["lr"].low
+    )
     assert narrow["width"].values == (64,)
     assert 0.0 <= narrow["momentum"].low < 0.5 and 0.6 < narrow["momentum"].high <= 0.99
 
@@ -121,7 +135,9 @@ def test_successive_halving_keeps_the_best_and_spends_the_formula() -> None:
     assert result.best_config == best
     survivors = frame[frame["epochs"] == 9]
     top3 = sorted((quality(c) for c in configs), reverse=True)[:3]
-    assert sorted(survivors.apply(lambda row: quality(configs[row.name]), axis=1), reverse=True) == pytest.approx(top3)
+    assert sorted(
+        survivors.apply(lambda row: quality(configs[row.name]), axis=1), reverse=True
+    ) == pytest.approx(top3)
 
 
 def test_asha_promotes_the_top_fraction_and_finds_the_best() -> None:
@@ -139,7 +155,9 @@ def test_asha_promotes_the_top_fraction_and_finds_the_best() -> None:
         rung_scores = [log[(t, budget)] for t in rung.index]
         top = rung.index[np.argsort(rung_scores)[::-1][: len(rung) // 3]]
         assert (frame.loc[top, "epochs"] >= next_budget).all()
-    assert result.best_score == pytest.approx(max(quality(c) for c in result.configs) * (1 - 0.5**9))
+    assert result.best_score == pytest.approx(
+        max(quality(c) for c in result.configs) * (1 - 0.5**9)
+    )
     random_cost = 27 * 9
     assert result.epochs_used <= random_cost / 3
 
@@ -164,8 +182,6 @@ def test_hyperband_spends_its_budget_in_brackets() -> None:
 def test_bohb_proposals_concentrate_where_scores_are_high() -> None:
     rng = np.random.default_rng(0)
     history = hyperband(random_proposer(SPACE), learning_curve, 9, 3, seed=0, max_total_epochs=60)
-    from helpers.tuning.search import TrialRunner
-
     runner = TrialRunner(learning_curve, 0)
     for config in history.configs:
         runner.train_to(runner.start(config), 3)
@@ -174,7 +190,10 @@ def test_bohb_proposals_concentrate_where_scores_are_high() -> None:
     randoms = [sample_config(SPACE, rng) for _ in range(60)]
     distance = lambda cs: np.median([abs(math.log10(float(c["lr"])) + 2) for c in cs])  # noqa: E731
     assert distance(proposed) < 0.6 * distance(randoms)
-    assert np.mean([c["width"] == 64 for c in proposed]) > np.mean([c["width"] == 64 for c in randoms]) + 0.2
+    assert (
+        np.mean([c["width"] == 64 for c in proposed])
+        > np.mean([c["width"] == 64 for c in randoms]) + 0.2
+    )
 
 
 def test_bohb_samples_at_random_before_it_has_a_model() -> None:
@@ -211,14 +230,49 @@ def test_one_cycle_schedule_runs_for_the_given_epochs(digits, one_torch_thread) 
     assert len(scores) == 3 and scores[-1] > 0.9
 
 
-def test_mlp_depth_and_width() -> None:
-    assert sum(isinstance(m, torch.nn.Linear) for m in mlp(32, 3)) == 4
-    assert mlp(32, 0)(torch.zeros(2, 64)).shape == (2, 10)
+def test_objective_trains_the_course_mlp_one_step_like_a_hand_written_adamw_loop(
+    digits, one_torch_thread
+) -> None:
+    """One epoch of the objective with a full batch equals one AdamW step written out by hand."""
+    config = {"lr": 1e-2, "batch_size": len(digits.y_train), "width": 32, "depth": 2}
+    got = next(train_digits_mlp(config, 7, digits))
+    torch.manual_seed(7)
+    model = mlp(64, 10, hidden=32, depth=2)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-2, weight_decay=1e-2, betas=(0.9, 0.999)
+    )
+    torch.nn.functional.cross_entropy(model(digits.x_train), digits.y_train).backward()
+    optimizer.step()
+    with torch.no_grad():
+        expected = (model(digits.x_val).argmax(1) == digits.y_val).float().mean().item()
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_digits_split_with_a_test_set_is_disjoint_stratified_and_sized() -> None:
+    data = digits_split(val_fraction=0.2, seed=0, test_fraction=0.2)
+    sizes = [len(data.y_train), len(data.y_val), len(data.y_test)]
+    assert sum(sizes) == 1797 and abs(sizes[1] - 359) <= 1 and abs(sizes[2] - 360) <= 1
+    rows = lambda x: {tuple(r) for r in x.numpy().round(4)}  # noqa: E731
+    train, val, test = rows(data.x_train), rows(data.x_val), rows(data.x_test)
+    duplicates = len(train) + len(val) + len(test) - len(train | val | test)
+    # The digits hold a handful of identical images; the indices themselves are disjoint.
+    assert duplicates <= 5
+    for part in (data.y_val, data.y_test):
+        shares = torch.bincount(part, minlength=10) / len(part)
+        assert (
+            shares - torch.bincount(data.y_train, minlength=10) / len(data.y_train)
+        ).abs().max() < 0.02
+    swapped = held_out(data)
+    assert torch.equal(swapped.x_val, data.x_test) and torch.equal(swapped.x_train, data.x_train)
+    with pytest.raises(ValueError, match="no test set"):
+        held_out(digits_split())
+    with pytest.raises(ValueError, match="test_fraction"):
+        digits_split(val_fraction=0.5, test_fraction=0.6)
 
 
 def test_lr_range_test_grows_the_lr_and_reads_sensible_bounds(digits, one_torch_thread) -> None:
     torch.manual_seed(0)
-    model = mlp(64, 1)
+    model = mlp(64, 10, hidden=64, depth=1)
     optimizer = torch.optim.AdamW(model.parameters())
     batches = endless_batches(digits.x_train, digits.y_train, 64, seed=0)
     frame = lr_range_test(model, optimizer, batches, 1e-5, 10.0, steps=200)
@@ -230,7 +284,11 @@ def test_lr_range_test_grows_the_lr_and_reads_sensible_bounds(digits, one_torch_
 
 def test_suggest_lr_bounds_on_a_known_curve() -> None:
     lrs = np.logspace(-5, 0, 51)
-    losses = 2.0 - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3) * 3)) + np.where(lrs > 1e-1, 10 * (lrs - 1e-1), 0)
+    losses = (
+        2.0
+        - 1.5 / (1 + np.exp(-(np.log10(lrs) + 3) * 3))
+        + np.where(lrs > 1e-1, 10 * (lrs - 1e-1), 0)
+    )
     base, peak = suggest_lr_bounds(lrs, losses)
     assert peak == pytest.approx(1e-1, rel=0.3)
     assert 1e-4 < base < 1e-3
@@ -238,16 +296,34 @@ def test_suggest_lr_bounds_on_a_known_curve() -> None:
         suggest_lr_bounds(lrs, np.linspace(1, 2, 51))
 
 
-def test_compare_searches_shares_configs_and_budgets() -> None:
-    from helpers.tuning.search import compare_searches, shuffled_grid
+def test_optuna_tpe_with_hyperband_pruning_finds_the_best_region_and_prunes() -> None:
+    pytest.importorskip("optuna")
+    result = optuna_tpe_hyperband(
+        SPACE, learning_curve, max_epochs=9, eta=3, seed=0, max_total_epochs=243
+    )
+    frame = result.trials_frame()
+    assert 243 <= result.epochs_used < 243 + 9
+    assert frame["epochs"].min() < 9 and frame["epochs"].max() == 9  # pruned some, finished some
+    assert len(frame) > 27  # pruning bought more trials than random search's 27 for the budget
+    # Brute force: the best quality over a fine grid of the space is 1.0 (lr = 1e-2, width 64).
+    brute = max(quality(c) for c in grid_configs(SPACE, 41))
+    assert result.best_score > 0.97 * brute * (1 - 0.5**9)
 
+
+def test_compare_searches_shares_configs_and_budgets() -> None:
     results = compare_searches(SPACE, learning_curve, seed=3, n_trials=27, max_epochs=9, eta=3)
     by_name = {r.name: r for r in results}
-    assert list(by_name) == ["grid", "random", "ASHA", "Hyperband", "BOHB"]
+    assert (
+        list(by_name)
+        == list(SEARCHES)
+        == ["grid", "random", "ASHA", "Hyperband", "BOHB", "Optuna TPE + Hyperband"]
+    )
     assert by_name["random"].configs == by_name["ASHA"].configs
     assert by_name["grid"].epochs_used == by_name["random"].epochs_used == 27 * 9
     assert by_name["ASHA"].epochs_used <= 27 * 9 / 3
-    assert by_name["Hyperband"].epochs_used >= 27 * 9 and by_name["BOHB"].epochs_used >= 27 * 9
+    assert all(
+        by_name[n].epochs_used >= 27 * 9 for n in ("Hyperband", "BOHB", "Optuna TPE + Hyperband")
+    )
     grid = shuffled_grid(SPACE, 27, seed=0)
     assert len(grid) == 27 and grid != grid_configs(SPACE, 3)
     assert sorted(map(str, grid)) == sorted(map(str, grid_configs(SPACE, 3)))
@@ -260,7 +336,9 @@ def test_tuning_budget_benchmark_prints_its_headline(capsys, one_torch_thread) -
 
     from helpers import REPO_ROOT
 
-    spec = importlib.util.spec_from_file_location("tuning_budget", REPO_ROOT / "benchmarks" / "tuning_budget.py")
+    spec = importlib.util.spec_from_file_location(
+        "tuning_budget", REPO_ROOT / "benchmarks" / "tuning_budget.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--seeds", "1", "--trials", "9", "--max-epochs", "3"]) == 0
