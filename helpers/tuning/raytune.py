@@ -115,7 +115,7 @@ def start_ray(
                     _temp_dir=str(temp_dir),
                     log_to_driver=False,
                     configure_logging=True,
-                    logging_level="ERROR",
+                    logging_level=logging.ERROR,
                 )
                 break
             # Ray raises a bare Exception when its node start-up times out.

@@ -34,7 +34,9 @@ class LogUniform:
     def from_unit(self, u: float) -> float:
         return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
 
-    def to_unit(self, value: float) -> float:
+    def to_unit(self, value: float | int | str) -> float:
+        if isinstance(value, str):
+            raise TypeError(f"LogUniform takes a number, got {value!r}.")
         return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
 
 
@@ -52,7 +54,9 @@ class Uniform:
     def from_unit(self, u: float) -> float:
         return float(self.low + u * (self.high - self.low))
 
-    def to_unit(self, value: float) -> float:
+    def to_unit(self, value: float | int | str) -> float:
+        if isinstance(value, str):
+            raise TypeError(f"Uniform takes a number, got {value!r}.")
         return (value - self.low) / (self.high - self.low)
 
 
