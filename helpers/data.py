@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 
 from helpers import REPO_ROOT
 from helpers.seed import seed_worker
@@ -206,3 +206,38 @@ def encode_padded(
         tokens[row, : len(ids)] = ids
         lengths[row] = len(ids)
     return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+class NoisyIndex(Dataset):
+    """Sample i = (i, a draw from NumPy's global RNG, a draw from an RNG this Dataset owns).
+
+    The demonstration of worker seeding (notebook 01): the owned ``self.rng`` is copied into
+    every DataLoader worker with the same state. Lives here so that spawned workers can import it.
+    """
+
+    def __init__(self, seed: int = 0, length: int = 8) -> None:
+        if length < 1:
+            raise ValueError(f"length must be >= 1, got {length}.")
+        self.rng = np.random.default_rng(seed)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([index, np.random.randint(1000), self.rng.integers(1000)])
+
+
+def seed_worker_and_dataset(worker_id: int) -> None:
+    """``worker_init_fn``: :func:`helpers.seed.seed_worker`, then reseed the Dataset's own ``rng``.
+
+    The Dataset's RNG is reseeded from this worker's torch seed, so workers draw different numbers.
+    """
+    seed_worker(worker_id)  # NumPy and random, from this worker's torch seed
+    info = get_worker_info()
+    if info is None:
+        raise RuntimeError("seed_worker_and_dataset runs only inside a DataLoader worker.")
+    dataset = info.dataset
+    if not isinstance(dataset, NoisyIndex):
+        raise TypeError(f"seed_worker_and_dataset reseeds a NoisyIndex, got {type(dataset).__name__}.")
+    dataset.rng = np.random.default_rng(info.seed % 2**32)  # the Dataset's own RNG too

@@ -101,3 +101,27 @@ def test_sliding_windows_bad_input_is_a_clear_error():
         data.SlidingWindowDataset(np.zeros(50), window=4, stride=0)
     multi = data.SlidingWindowDataset(np.zeros((30, 3)), window=4, horizon=2, stride=5)
     assert [tuple(t.shape) for t in multi[0]] == [(4, 3), (2, 3)]
+
+
+def test_noisy_index_workers_share_its_rng_until_reseeded():
+    """Spawned workers import NoisyIndex; only seed_worker_and_dataset gives them distinct owned RNGs."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from helpers.data import NoisyIndex, seed_worker_and_dataset
+    from helpers.seed import seed_worker
+
+    def draws(init):
+        loader = DataLoader(NoisyIndex(seed=0), batch_size=2, num_workers=2, worker_init_fn=init,
+                            generator=torch.Generator().manual_seed(0), multiprocessing_context="spawn")
+        return torch.cat(list(loader))  # batches 0, 2 from worker 0; 1, 3 from worker 1
+
+    plain, fixed = draws(seed_worker), draws(seed_worker_and_dataset)
+    assert plain[:, 0].tolist() == list(range(8))
+    assert torch.equal(plain[0:2, 2], plain[2:4, 2])  # the same copied RNG in both workers
+    assert not torch.equal(fixed[0:2, 2], fixed[2:4, 2])
+    assert torch.equal(fixed, draws(seed_worker_and_dataset))  # reproducible from the seed
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        seed_worker_and_dataset(0)
+    with pytest.raises(ValueError):
+        NoisyIndex(length=0)

@@ -33,6 +33,9 @@ def test_zero_stages_equal_ddp_and_shard_the_state():
         assert v["zero1"]["optimizer_bytes"] == v["zero2"]["optimizer_bytes"] == 2 * shard
         assert abs(v["zero1"]["optimizer_bytes"] / ddp_state - 0.5) < 0.05
         assert v["zero1"]["grad_bytes"] == 2 * shard and v["zero2"]["grad_bytes"] == shard
+        # both stages first copy every .grad into a full flat buffer: 4Ψ of grads + 2 shards
+        for name in ("zero1", "zero2"):
+            assert v[name]["grad_peak_bytes"] == 4 * psi + 2 * shard, name
         assert v["fsdp2"]["param_bytes"] < 0.6 * v["ddp"]["param_bytes"]
         assert v["ddp"]["volume_psi"] == pytest.approx(2.0)
         assert v["zero1"]["volume_psi"] == pytest.approx(3.0, abs=1e-3)
