@@ -15,8 +15,8 @@ UV_VERSION := 0.13.9
 TORCH_VERSION := 2.13.0
 TORCH_CPU_SPEC ?= torch==$(TORCH_VERSION)$(if $(filter Darwin,$(shell uname -s)),,+cpu)
 # Where the CPU wheel comes from: pip's own find-links setting when this machine has one (uv does
-# not read pip's configuration), or an index such as https://download.pytorch.org/whl/cpu given
-# as UV_INDEX (the GitHub workflow does that).
+# not read pip's configuration), or PyTorch's wheel page https://download.pytorch.org/whl/torch/
+# given as TORCH_FIND_LINKS (the GitHub workflows do that).
 TORCH_FIND_LINKS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 # INSTALL_FROM=lock (default) installs exactly the locked versions; INSTALL_FROM=latest the newest
 # versions pyproject.toml allows (the weekly scheduled workflow), to see version rot early.
@@ -46,7 +46,7 @@ export RAY_AUTH_MODE := disabled
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .PHONY: help install lock lock-check run test quick lint format unit notebooks lab execute \
-	student clean
+	gpu-check student clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -142,6 +142,9 @@ execute: $(STAMP)  ## re-execute notebooks in place (CPU defaults) and strip run
 	done
 	$(BIN)/nbstripout --keep-output --keep-count $(or $(NB),$(NOTEBOOKS))
 	$(BIN)/python -m course.notebooks strip $(or $(NB),$(NOTEBOOKS))
+
+gpu-check: $(STAMP)  ## every CUDA path in <= 8 min on a GPU machine: build/gpu-check/report.md (exit 2: no GPU)
+	$(BIN)/python -m course.gpu_check
 
 student: $(STAMP)  ## write learner copies (solutions stubbed) to build/student/
 	$(BIN)/python -m course.notebooks student $(NOTEBOOKS) --out build/student
