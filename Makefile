@@ -46,7 +46,7 @@ export RAY_AUTH_MODE := disabled
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
 .PHONY: help install lock lock-check run test quick lint format unit notebooks lab execute \
-	gpu-check student clean
+	gpu-check tensorboard slides site test-web browser student clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -105,8 +105,8 @@ lock-check: | $(UV)  ## fail if `make lock` would change requirements.lock
 	fi
 	@echo "requirements.lock round-trips"
 
-run: $(STAMP)  ## execute every notebook with papermill (PROFILE=cpu|gpu) and write build/<profile>/report.md
-	$(BIN)/python -m course.run --profile $(PROFILE)
+run: $(STAMP)  ## execute every notebook (PROFILE=cpu|gpu, ONLY=NN_name for some) and write build/<profile>/report.md
+	$(BIN)/python -m course.run --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
 
 test: lint unit notebooks  ## ruff + mypy, pytest on tests/, nbval on notebooks/
 
@@ -123,8 +123,8 @@ format: $(STAMP)  ## apply ruff format and the import order
 	$(BIN)/ruff check --select I --fix .
 	$(BIN)/ruff format .
 
-unit: $(STAMP)  ## pytest on tests/ (TESTS="tests/test_x.py" for some)
-	$(BIN)/python -m pytest $(or $(TESTS),tests -n 2)
+unit: $(STAMP)  ## pytest on tests/ but the browser test (TESTS="tests/test_x.py" for some)
+	$(BIN)/python -m pytest $(or $(TESTS),tests -n 2 -m "not web")
 
 notebooks: $(STAMP)  ## nbval re-execution of every notebook (NB=notebooks/NN_x.ipynb for some)
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
@@ -145,6 +145,30 @@ execute: $(STAMP)  ## re-execute notebooks in place (CPU defaults) and strip run
 
 gpu-check: $(STAMP)  ## every CUDA path in <= 8 min on a GPU machine: build/gpu-check/report.md (exit 2: no GPU)
 	$(BIN)/python -m course.gpu_check
+
+tensorboard: $(STAMP)  ## TensorBoard on the logged runs (build/runs) at http://127.0.0.1:6006 (PORT=... to change)
+	@mkdir -p $(BUILD)/runs
+	$(BIN)/tensorboard --logdir $(BUILD)/runs --host 127.0.0.1 --port $(or $(PORT),6006)
+
+slides: $(STAMP)  ## reveal.js decks (build/slides/) and facilitator's guides (build/guides/), offline
+	$(BIN)/python -m course.slides
+
+site: slides  ## the executed course as a static website in build/site/ (nothing re-executed)
+	$(BIN)/python -m course.site
+
+# Headless Chromium from Debian's packages: installed here when missing and we are root (CI);
+# elsewhere the browser test skips and names the packages.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "No chromium/chromedriver: install Debian's chromium and chromium-driver to run the browser test."; \
+	  fi; \
+	fi
+
+test-web: $(STAMP) browser  ## build site + slides and check them in headless Chromium (screenshots: build/web-check/)
+	$(BIN)/python -m pytest -m web tests/test_web.py
 
 student: $(STAMP)  ## write learner copies (solutions stubbed) to build/student/
 	$(BIN)/python -m course.notebooks student $(NOTEBOOKS) --out build/student
