@@ -15,7 +15,8 @@ Every figure of a job is the fastest of ``--steps`` interleaved calls
 calls, and the fastest is the best estimate of what the machine can do); the table shows the
 median over ``--repeats`` jobs per world size, interleaved. ``ddp_extra_ms`` is the DDP step
 minus the ``no_sync`` step: DDP's own bookkeeping at world size 1, plus the exposed all-reduce
-above it. The last line holds the headline figures (throughput at world size 2 / world size 1)::
+above it. The last line holds the headline figures (throughput at world size 2 over one plain
+process, the model without DDP: ``summarize_scaling``'s ``speedup``)::
 
     speedup_compute_bound=<x> speedup_comm_bound=<y>
 """

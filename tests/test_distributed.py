@@ -265,7 +265,9 @@ def test_launch_keeps_every_public_name_other_modules_import() -> None:
 
 
 def test_summarize_scaling_counts_all_ranks_samples_and_splits_the_step() -> None:
-    def row(world_size: int, rank: int, compute: float, step: float) -> dict[str, object]:
+    def row(
+        world_size: int, rank: int, compute: float, step: float, plain: float | None = None
+    ) -> dict[str, object]:
         return {
             "model": "m",
             "world_size": world_size,
@@ -276,9 +278,10 @@ def test_summarize_scaling_counts_all_ranks_samples_and_splits_the_step() -> Non
             "step_s": step,
             "allreduce_s": 0.05,
             "buckets": 1,
+            "plain_s": plain,
         }
 
-    rows = [row(1, 0, 0.10, 0.11), row(2, 0, 0.10, 0.16), row(2, 1, 0.10, 0.14)]
+    rows = [row(1, 0, 0.10, 0.11, 0.09), row(2, 0, 0.12, 0.16), row(2, 1, 0.08, 0.14)]
     table = ddp_examples.summarize_scaling(rows).set_index("world_size")
     assert table.loc[1, "samples_per_s"] == pytest.approx(8 / 0.11)
     assert table.loc[2, "samples_per_s"] == pytest.approx(16 / 0.15)  # 2 ranks x 8 / mean step
@@ -287,7 +290,11 @@ def test_summarize_scaling_counts_all_ranks_samples_and_splits_the_step() -> Non
     assert pd.isna(table.loc[1, "exposed_comm_s"])
     assert table.loc[2, "exposed_comm_s"] == pytest.approx(0.05 - 0.01)
     assert table.loc[2, "hidden"] == pytest.approx(1 - 0.04 / 0.05)
-    assert table.loc[2, "speedup"] == pytest.approx((16 / 0.15) / (8 / 0.11))
+    # the speed-up is over the plain (no DDP) single-process step, not over DDP at world size 1
+    assert table.loc[2, "speedup"] == pytest.approx((16 / 0.15) / (8 / 0.09))
+    assert table.loc[2, "speedup_vs_ddp1"] == pytest.approx((16 / 0.15) / (8 / 0.11))
+    assert table.loc[1, "speedup"] == pytest.approx(0.09 / 0.11)  # DDP at W=1 is slower than plain
+    assert table.loc[2, "compute_speedup"] == pytest.approx(2 * 0.10 / 0.10)  # ranks' mean no_sync
 
 
 def test_ddp_puts_small_buckets_apart_and_one_large_bucket_together() -> None:
@@ -298,6 +305,7 @@ def test_ddp_puts_small_buckets_apart_and_one_large_bucket_together() -> None:
     ]
     rows = launch(ddp_examples.measure_scaling, 1, specs, 2, 1, threads_per_worker=1)[0]
     assert [r["buckets"] for r in rows] == [1, 3]
+    assert all(r["plain_s"] > 0 for r in rows)  # world size 1 also times the unwrapped model
 
 
 def test_measure_scaling_times_both_model_kinds_on_every_rank() -> None:
@@ -314,6 +322,7 @@ def test_measure_scaling_times_both_model_kinds_on_every_rank() -> None:
         ("mlp", 1),
     ]
     assert all(r["step_s"] > 0 and r["compute_s"] > 0 and r["allreduce_s"] > 0 for r in rows)
+    assert all(r["plain_s"] is None for r in rows)  # the plain baseline is timed at world size 1 only
     assert {r["bucket_cap_mb"] for r in rows} == {25.0}
     assert all(r["buckets"] >= 1 for r in rows)
     assert {r["params"] for r in rows if r["model"] == "mlp"} == {3 * (32 * 32 + 32) + 32 * 10 + 10}

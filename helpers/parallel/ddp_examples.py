@@ -183,14 +183,16 @@ def ddp_equivalence(
 class ScalingSpec:
     """One model shape for :func:`measure_scaling` (``kind`` is ``"mlp"`` or ``"cnn"``).
 
-    ``bucket_cap_mb`` is DDP's gradient bucket size (PyTorch's default: 25 MB).
+    ``bucket_cap_mb`` is passed to DDP as given. PyTorch's own default is ``None``: 25 MB buckets
+    *plus* a small (1 MiB) first bucket that can start its all-reduce early; an explicit
+    ``25.0`` (the default here) gives 25 MB buckets with no small first bucket.
     """
 
     name: str
     kind: str
     size: int  # MLP width, or CNN channels
     per_rank_batch: int
-    bucket_cap_mb: float = 25.0
+    bucket_cap_mb: float | None = 25.0
 
     def build(self) -> nn.Module:
         if self.kind == "mlp":  # a wide MLP: many parameters, few FLOPs per sample
@@ -218,6 +220,15 @@ def gradient_buckets(ddp: DDP) -> int:
     return len([size for size in sizes.split(",") if size.strip()]) or -1
 
 
+def _plain_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """One SGD step of the unwrapped model: no DDP at all (the single-process baseline)."""
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _train_step(
     ddp: DDP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, sync: bool
 ) -> None:
@@ -239,7 +250,9 @@ def measure_scaling(
 
     - ``compute_s``: forward + backward + step under ``no_sync()`` (no communication at all);
     - ``step_s``: the real DDP step (buckets all-reduced while the backward runs);
-    - ``allreduce_s``: one all-reduce of a buffer as large as all the gradients, alone.
+    - ``allreduce_s``: one all-reduce of a buffer as large as all the gradients, alone;
+    - ``plain_s`` (world size 1 only, else ``None``): the same step on an unwrapped copy of the
+      model, no DDP at all: the baseline a single-process run would really take.
 
     Each rank returns its own timings; :func:`summarize_scaling` turns them into a table.
     """
@@ -257,13 +270,18 @@ def measure_scaling(
         x, y = spec.batch(device)
         n_params = sum(p.numel() for p in model.parameters())
         buffer = torch.zeros(n_params, device=device)
+        calls = {
+            "compute": partial(_train_step, ddp, opt, x, y, False),
+            "step": partial(_train_step, ddp, opt, x, y, True),
+            "allreduce": partial(dist.all_reduce, buffer),
+        }
+        if world_size == 1:  # the single-process baseline: the model without DDP
+            torch.manual_seed(0)
+            plain = spec.build().to(device)
+            calls["plain"] = partial(_plain_step, plain, torch.optim.SGD(plain.parameters(), lr=1e-3), x, y)
         dist.barrier()
         best = compare_seconds(
-            {
-                "compute": partial(_train_step, ddp, opt, x, y, False),
-                "step": partial(_train_step, ddp, opt, x, y, True),
-                "allreduce": partial(dist.all_reduce, buffer),
-            },
+            calls,
             device=device,
             repeats=steps,
             number=1,
@@ -281,29 +299,40 @@ def measure_scaling(
                 "compute_s": best["compute"],
                 "step_s": best["step"],
                 "allreduce_s": best["allreduce"],
+                "plain_s": best.get("plain"),
             }
         )
     return rows
 
 
 def summarize_scaling(rows: list[dict[str, object]]) -> pd.DataFrame:
-    """One row per (model, world size): samples/s, the step split up, speed-up over world size 1.
+    """One row per (model, world size): samples/s, the step split up, speed-ups.
 
     Times are the ranks' mean of their fastest calls. ``ddp_extra_s = step_s - compute_s`` is
     what DDP adds to a ``no_sync`` step: at world size 1 there is nothing to send, so it is
     DDP's own bookkeeping (copying gradients into buckets, the hooks); above that,
-    ``exposed_comm_s`` is the rest (the all-reduce time the backward did not hide) and
-    ``hidden`` the fraction of the all-reduce-alone time that was hidden (1 - exposed / alone).
-    Throughput counts the samples of all ranks.
+    ``exposed_comm_s`` is the rest: the all-reduce time the backward did not hide *plus* any
+    wait for a slower rank (a straggler), which this split cannot tell apart; ``hidden`` is
+    ``1 - exposed / all-reduce alone``, clipped to [0, 1]. Throughput counts all ranks' samples.
+
+    Speed-ups: ``speedup`` is over the **plain** single-process step (``plain_s`` at world
+    size 1, the model without DDP: what one process would really run); ``speedup_vs_ddp1`` is
+    over DDP at world size 1 (which carries DDP's bookkeeping, so it flatters DDP);
+    ``compute_speedup = W * compute_s(1) / compute_s(W)`` is the scaling of the ``no_sync``
+    step alone, no communication at all (below ``W`` when the ranks slow each other down).
     """
     import pandas as pd
 
     frame = pd.DataFrame(rows)
+    if "plain_s" not in frame:
+        frame["plain_s"] = float("nan")
+    frame["plain_s"] = frame["plain_s"].astype(float)
     table = (
         frame.groupby(["model", "world_size"], sort=False)
         .agg(
             per_rank_batch=("per_rank_batch", "first"),
             params=("params", "first"),
+            plain_s=("plain_s", "mean"),
             compute_s=("compute_s", "mean"),
             step_s=("step_s", "mean"),
             allreduce_s=("allreduce_s", "mean"),
@@ -317,7 +346,12 @@ def summarize_scaling(rows: list[dict[str, object]]) -> pd.DataFrame:
     exposed = (table["ddp_extra_s"] - table["model"].map(at_one["ddp_extra_s"])).clip(lower=0.0)
     table["exposed_comm_s"] = exposed.where(table["world_size"] > 1)
     table["hidden"] = (1 - table["exposed_comm_s"] / table["allreduce_s"]).clip(0.0, 1.0)
-    table["speedup"] = table["samples_per_s"] / table["model"].map(at_one["samples_per_s"])
+    plain_rate = at_one["per_rank_batch"] / at_one["plain_s"]  # samples/s of one plain process
+    table["speedup"] = table["samples_per_s"] / table["model"].map(plain_rate)
+    table["speedup_vs_ddp1"] = table["samples_per_s"] / table["model"].map(at_one["samples_per_s"])
+    table["compute_speedup"] = (
+        table["world_size"] * table["model"].map(at_one["compute_s"]) / table["compute_s"]
+    )
     return table
 
 
