@@ -49,8 +49,9 @@ def build_model(kind: str, vocab_size: int, n_classes: int, max_len: int) -> nn.
     if kind == "gru":
         return GRUClassifier(vocab_size, n_classes, embed_dim=32, hidden=64)
     if kind == "transformer":
-        return TransformerClassifier(vocab_size, n_classes, max_len, d_model=64, n_heads=4,
-                                     n_layers=3, norm_first=True)
+        return TransformerClassifier(
+            vocab_size, n_classes, max_len, d_model=64, n_heads=4, n_layers=3, norm_first=True
+        )
     raise ValueError(f"Unknown model {kind!r}; choose from {', '.join(MODELS)}.")
 
 
@@ -94,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter() - wall, time.process_time() - cpu, pads
 
     epoch(1, args.seed)  # warm-up: allocator, kernels
-    results: dict[str, dict[str, list[float]]] = {arm: {"wall": [], "cpu": [], "pads": []} for arm in arms}
+    results: dict[str, dict[str, list[float]]] = {
+        arm: {"wall": [], "cpu": [], "pads": []} for arm in arms
+    }
     for repeat in range(args.repeats):
         order = list(arms) if repeat % 2 == 0 else list(arms)[::-1]
         for arm in order:
@@ -104,23 +107,38 @@ def main(argv: list[str] | None = None) -> int:
             results[arm]["pads"].append(pads)
 
     real_tokens = int(lengths.sum())
-    print(f"{args.model}, {args.samples} surnames, batch {args.batch_size}, {args.buckets} buckets, "
-          f"{args.repeats} repeats, {device.type}, {args.threads} thread(s)")
-    print(f"{'batching':10s} {'pad tokens':>11s} {'padding':>8s} {'wall s (mean ± std)':>22s} "
-          f"{'CPU s (mean ± std)':>22s}")
+    print(
+        f"{args.model}, {args.samples} surnames, batch {args.batch_size}, {args.buckets} buckets, "
+        f"{args.repeats} repeats, {device.type}, {args.threads} thread(s)"
+    )
+    print(
+        f"{'batching':10s} {'pad tokens':>11s} {'padding':>8s} {'wall s (mean ± std)':>22s} "
+        f"{'CPU s (mean ± std)':>22s}"
+    )
     for arm, res in results.items():
         pads = statistics.mean(res["pads"])
-        print(f"{arm:10s} {pads:11.0f} {pads / (pads + real_tokens):8.1%} "
-              f"{statistics.mean(res['wall']):13.3f} ± {statistics.stdev(res['wall']):.3f} "
-              f"{statistics.mean(res['cpu']):13.3f} ± {statistics.stdev(res['cpu']):.3f}")
-    saved_wall = [1 - b / r for b, r in zip(results["bucketed"]["wall"], results["random"]["wall"], strict=True)]
-    saved_cpu = [1 - b / r for b, r in zip(results["bucketed"]["cpu"], results["random"]["cpu"], strict=True)]
-    padding_removed = 1 - statistics.mean(results["bucketed"]["pads"]) / statistics.mean(results["random"]["pads"])
-    print(f"time saved per epoch (paired): wall median {statistics.median(saved_wall):.1%} "
-          f"(mean {statistics.mean(saved_wall):.1%} ± {statistics.stdev(saved_wall):.1%}), "
-          f"CPU median {statistics.median(saved_cpu):.1%} "
-          f"(mean {statistics.mean(saved_cpu):.1%} ± {statistics.stdev(saved_cpu):.1%}); "
-          "the notes claim 10-15 %")
+        print(
+            f"{arm:10s} {pads:11.0f} {pads / (pads + real_tokens):8.1%} "
+            f"{statistics.mean(res['wall']):13.3f} ± {statistics.stdev(res['wall']):.3f} "
+            f"{statistics.mean(res['cpu']):13.3f} ± {statistics.stdev(res['cpu']):.3f}"
+        )
+    saved_wall = [
+        1 - b / r
+        for b, r in zip(results["bucketed"]["wall"], results["random"]["wall"], strict=True)
+    ]
+    saved_cpu = [
+        1 - b / r for b, r in zip(results["bucketed"]["cpu"], results["random"]["cpu"], strict=True)
+    ]
+    padding_removed = 1 - statistics.mean(results["bucketed"]["pads"]) / statistics.mean(
+        results["random"]["pads"]
+    )
+    print(
+        f"time saved per epoch (paired): wall median {statistics.median(saved_wall):.1%} "
+        f"(mean {statistics.mean(saved_wall):.1%} ± {statistics.stdev(saved_wall):.1%}), "
+        f"CPU median {statistics.median(saved_cpu):.1%} "
+        f"(mean {statistics.mean(saved_cpu):.1%} ± {statistics.stdev(saved_cpu):.1%}); "
+        "the notes claim 10-15 %"
+    )
     print(f"padding_removed={padding_removed:.3f} time_saved={statistics.median(saved_wall):.3f}")
     return 0
 

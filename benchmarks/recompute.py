@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.blocks < 8:
         print("note: the acceptance figure is defined on a model of at least 8 blocks")
 
-    spec = rc.ModelSpec(vocab=64, width=args.width, heads=args.heads, n_blocks=args.blocks,
-                        max_len=args.seq + 1)
+    spec = rc.ModelSpec(
+        vocab=64, width=args.width, heads=args.heads, n_blocks=args.blocks, max_len=args.seq + 1
+    )
     tokens = rc.random_tokens(args.batch, args.seq + 1, spec.vocab)
     saved, steps = {}, {}
     with torch_threads(args.threads):
@@ -55,16 +56,22 @@ def main(argv: list[str] | None = None) -> int:
             saved[mode] = meter.bytes
             del loss
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-            steps[mode] = (lambda m=model, o=opt: rc.training_step(m, o, tokens))
+            steps[mode] = lambda m=model, o=opt: rc.training_step(m, o, tokens)
         seconds = compare_seconds(steps, repeats=args.repeats, number=2, warmup=1)
-    print(f"{args.blocks} blocks, width {args.width}, {args.heads} heads, seq {args.seq}, "
-          f"batch {args.batch}, {args.threads} thread(s)")
+    print(
+        f"{args.blocks} blocks, width {args.width}, {args.heads} heads, seq {args.seq}, "
+        f"batch {args.batch}, {args.threads} thread(s)"
+    )
     print(f"{'recompute':>10} {'saved MiB':>10} {'vs plain':>9} {'step ms':>9} {'vs plain':>9}")
     for mode in rc.RECOMPUTE_MODES:
-        print(f"{mode:>10} {saved[mode] / 2**20:10.2f} {saved[mode] / saved['none']:9.3f} "
-              f"{1e3 * seconds[mode]:9.1f} {seconds[mode] / seconds['none']:9.3f}")
-    print(f"recompute_activation_ratio={saved['full'] / saved['none']:.3f} "
-          f"recompute_time_ratio={seconds['full'] / seconds['none']:.3f}")
+        print(
+            f"{mode:>10} {saved[mode] / 2**20:10.2f} {saved[mode] / saved['none']:9.3f} "
+            f"{1e3 * seconds[mode]:9.1f} {seconds[mode] / seconds['none']:9.3f}"
+        )
+    print(
+        f"recompute_activation_ratio={saved['full'] / saved['none']:.3f} "
+        f"recompute_time_ratio={seconds['full'] / seconds['none']:.3f}"
+    )
     return 0
 
 

@@ -36,20 +36,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    job = zero.ZeroJob(spec=ModelSpec(width=args.width, n_blocks=args.blocks), batch=4 * args.world,
-                       steps=args.steps)
-    ranks = launch(zero.zero_demo, args.world, job, device=args.device, threads_per_worker=1,
-                   echo=False)
+    job = zero.ZeroJob(
+        spec=ModelSpec(width=args.width, n_blocks=args.blocks),
+        batch=4 * args.world,
+        steps=args.steps,
+    )
+    ranks = launch(
+        zero.zero_demo, args.world, job, device=args.device, threads_per_worker=1, echo=False
+    )
     psi = ranks[0]["psi"]
     print(f"{psi} parameters, world size {args.world}, {args.steps} Adam steps")
-    print(f"{'variant':>22} {'param B':>9} {'grad B':>9} {'optim B (max rank)':>19} "
-          f"{'vs DDP':>7} {'max |Δ| vs DDP':>15}")
+    print(
+        f"{'variant':>22} {'param B':>9} {'grad B':>9} {'optim B (max rank)':>19} "
+        f"{'vs DDP':>7} {'max |Δ| vs DDP':>15}"
+    )
     ddp_state = max(r["variants"]["ddp"]["optimizer_bytes"] for r in ranks)
     for name in ranks[0]["variants"]:
         rows = [r["variants"][name] for r in ranks]
         state = max(row["optimizer_bytes"] for row in rows)
-        print(f"{name:>22} {rows[0]['param_bytes']:9d} {rows[0]['grad_bytes']:9d} {state:19d} "
-              f"{state / ddp_state:7.3f} {rows[0]['max_abs_diff']:15.2e}")
+        print(
+            f"{name:>22} {rows[0]['param_bytes']:9d} {rows[0]['grad_bytes']:9d} {state:19d} "
+            f"{state / ddp_state:7.3f} {rows[0]['max_abs_diff']:15.2e}"
+        )
     fraction = max(r["variants"]["zero1"]["optimizer_bytes"] for r in ranks) / ddp_state
     print(f"zero1_state_fraction={fraction:.4f}")
     return 0

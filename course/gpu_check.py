@@ -31,8 +31,12 @@ import torch
 from helpers import BUILD_DIR, REPO_ROOT
 
 Figures = dict[str, object]
-GPU_NOTEBOOKS = ("00_setup_and_workflow", "01_training_loop", "05_lr_schedulers",
-                 "09_mixed_precision_and_memory")
+GPU_NOTEBOOKS = (
+    "00_setup_and_workflow",
+    "01_training_loop",
+    "05_lr_schedulers",
+    "09_mixed_precision_and_memory",
+)
 TIME_LIMIT_S = 8 * 60
 ACCURACY_TOLERANCE = 0.03  # |accuracy(mixed precision) - accuracy(FP32)| on the digits, 3 seeds
 
@@ -70,11 +74,13 @@ def check_device(device: torch.device, small: bool) -> Figures:
     assert picked.type == device.type, f"auto picked {picked}, expected {device.type}"
     info = describe(picked)
     return {k: info[k] for k in ("device", "gpus", "amp_dtype", "tensor_cores") if k in info} | (
-        {"gpu_name": info["gpu_name"]} if "gpu_name" in info else {})
+        {"gpu_name": info["gpu_name"]} if "gpu_name" in info else {}
+    )
 
 
-def _digits_accuracy(device: torch.device, dtype: torch.dtype | None, seed: int,
-                     epochs: int) -> float:
+def _digits_accuracy(
+    device: torch.device, dtype: torch.dtype | None, seed: int, epochs: int
+) -> float:
     from helpers.data import digits_loaders
     from helpers.models import mlp
     from helpers.seed import seed_everything
@@ -84,8 +90,16 @@ def _digits_accuracy(device: torch.device, dtype: torch.dtype | None, seed: int,
     train_loader, val_loader = digits_loaders(batch_size=64, seed=seed)
     model = mlp(64, 10, hidden=128, depth=2).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    result = fit(model, train_loader, val_loader, optimizer, epochs, device=device,
-                 amp=dtype if dtype is not None else False, show_progress=False)
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        epochs,
+        device=device,
+        amp=dtype if dtype is not None else False,
+        show_progress=False,
+    )
     return float(result.history[-1]["val_accuracy"])
 
 
@@ -114,8 +128,9 @@ def check_memory(device: torch.device, small: bool) -> Figures:
     before = memory_reading(device)
     block = torch.empty(64 * 2**20, dtype=torch.uint8, device=device)  # 64 MiB
     after = memory_reading(device)
-    figures: Figures = {"reading_delta_mib": round((after.current_bytes - before.current_bytes)
-                                                   / 2**20, 1)}
+    figures: Figures = {
+        "reading_delta_mib": round((after.current_bytes - before.current_bytes) / 2**20, 1)
+    }
     del block
     if device.type == "cuda":
         assert after.current_bytes - before.current_bytes >= 64 * 2**20
@@ -137,6 +152,7 @@ def _oom_backoff(device: torch.device) -> Figures:
     total = torch.cuda.get_device_properties(device).total_memory
     torch.cuda.set_per_process_memory_fraction(cap_bytes / total, device)
     try:
+
         def step(batch: int) -> None:
             x = torch.empty(batch, 2**20, dtype=torch.uint8, device=device)  # 1 MiB a sample
             del x
@@ -156,12 +172,21 @@ def check_ddp_world(world: int) -> Callable[[torch.device, bool], Figures]:
         from helpers.parallel import ddp_examples
         from helpers.parallel.launch import launch
 
-        result = launch(ddp_examples.ddp_equivalence, world, 8 * world, 4, device=device,
-                        echo=False, timeout_s=300)[0]
+        result = launch(
+            ddp_examples.ddp_equivalence,
+            world,
+            8 * world,
+            4,
+            device=device,
+            echo=False,
+            timeout_s=300,
+        )[0]
         gap = result["ddp_max_abs_diff"]
         assert gap < 1e-5, f"DDP differs from one process by {gap:.2e}"
         if world > 1:
-            assert result["no_allreduce_max_abs_diff"] > 1e-4, "the control without all-reduce matched"
+            assert result["no_allreduce_max_abs_diff"] > 1e-4, (
+                "the control without all-reduce matched"
+            )
         return {k: float(f"{v:.3g}") for k, v in result.items() if isinstance(v, float)}
 
     return run
@@ -171,27 +196,40 @@ def check_notebooks(device: torch.device, small: bool) -> Figures:
     """Notebooks 00, 01, 05 and 09 (the ones with GPU cells) under the ``gpu-check`` profile."""
     if small:  # the CPU test proves the command line, not the notebooks (make test runs those)
         return {"command": " ".join(notebook_command())}
-    proc = subprocess.run(notebook_command(), cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=TIME_LIMIT_S)
+    proc = subprocess.run(
+        notebook_command(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIME_LIMIT_S
+    )
     assert proc.returncode == 0, f"course.run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     return {"report": "build/gpu-check/report.md"}
 
 
 def notebook_command() -> list[str]:
-    return [sys.executable, "-m", "course.run", "--profile", "gpu-check",
-            "--only", *GPU_NOTEBOOKS]
+    return [sys.executable, "-m", "course.run", "--profile", "gpu-check", "--only", *GPU_NOTEBOOKS]
 
 
 CHECKS: tuple[Check, ...] = (
     Check("device auto-detection", 1, "pick_device('auto'), describe()", check_device),
-    Check("fit: FP32 vs FP16+GradScaler vs BF16", 1,
-          "fit(amp=torch.float16 / torch.bfloat16), autocast, GradScaler", check_fit_precisions),
-    Check("memory statistics, meter, OOM back-off", 1,
-          "memory_reading, reset_peak, activation_bytes, find_max_batch_size", check_memory),
-    Check("DDP, world size 1 (NCCL)", 1, "launch(device='cuda'), DDP device_ids",
-          check_ddp_world(1)),
-    Check("notebooks 00, 01, 05, 09 (gpu-check profile)", 1,
-          "the GPU cells and GPU sizes of the notebooks that have them", check_notebooks),
+    Check(
+        "fit: FP32 vs FP16+GradScaler vs BF16",
+        1,
+        "fit(amp=torch.float16 / torch.bfloat16), autocast, GradScaler",
+        check_fit_precisions,
+    ),
+    Check(
+        "memory statistics, meter, OOM back-off",
+        1,
+        "memory_reading, reset_peak, activation_bytes, find_max_batch_size",
+        check_memory,
+    ),
+    Check(
+        "DDP, world size 1 (NCCL)", 1, "launch(device='cuda'), DDP device_ids", check_ddp_world(1)
+    ),
+    Check(
+        "notebooks 00, 01, 05, 09 (gpu-check profile)",
+        1,
+        "the GPU cells and GPU sizes of the notebooks that have them",
+        check_notebooks,
+    ),
     Check("DDP, world size 2 (NCCL all-reduce)", 2, "multi-GPU DDP proof", check_ddp_world(2)),
 )
 
@@ -204,29 +242,50 @@ def plan(gpus: int, checks: tuple[Check, ...] = CHECKS) -> list[tuple[Check, boo
     return [(check, gpus >= 1 and gpus >= check.needs_gpus) for check in checks]
 
 
-def run_checks(device: torch.device, gpus: int, checks: tuple[Check, ...] = CHECKS,
-               small: bool = False, time_limit_s: float = TIME_LIMIT_S) -> list[Outcome]:
+def run_checks(
+    device: torch.device,
+    gpus: int,
+    checks: tuple[Check, ...] = CHECKS,
+    small: bool = False,
+    time_limit_s: float = TIME_LIMIT_S,
+) -> list[Outcome]:
     """Run what :func:`plan` allows, in order, each timed; a failure does not stop the rest."""
     started = time.monotonic()
     outcomes = []
     for check, runnable in plan(gpus, checks):
         if not runnable:
-            outcomes.append(Outcome(check.name, "not run", check.covers,
-                                    detail=f"needs {check.needs_gpus} GPUs, {gpus} visible"))
+            outcomes.append(
+                Outcome(
+                    check.name,
+                    "not run",
+                    check.covers,
+                    detail=f"needs {check.needs_gpus} GPUs, {gpus} visible",
+                )
+            )
             continue
         if time.monotonic() - started > time_limit_s:
-            outcomes.append(Outcome(check.name, "not run", check.covers,
-                                    detail=f"the {time_limit_s:.0f} s limit was reached"))
+            outcomes.append(
+                Outcome(
+                    check.name,
+                    "not run",
+                    check.covers,
+                    detail=f"the {time_limit_s:.0f} s limit was reached",
+                )
+            )
             continue
         t0 = time.monotonic()
         try:
             figures = check.run(device, small)
-            outcomes.append(Outcome(check.name, "passed", check.covers,
-                                    time.monotonic() - t0, figures))
+            outcomes.append(
+                Outcome(check.name, "passed", check.covers, time.monotonic() - t0, figures)
+            )
         except Exception as exc:  # a failed check is reported, and the others still run
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            outcomes.append(Outcome(check.name, "failed", check.covers, time.monotonic() - t0,
-                                    detail=detail[-600:]))
+            outcomes.append(
+                Outcome(
+                    check.name, "failed", check.covers, time.monotonic() - t0, detail=detail[-600:]
+                )
+            )
     return outcomes
 
 
@@ -240,15 +299,22 @@ def exit_status(outcomes: list[Outcome], gpus: int) -> int:
 
 def write_report(outcomes: list[Outcome], machine: str, path: Path) -> Path:
     """The Markdown report: one row per check, its verdict, its figures."""
-    lines = [f"# GPU check — {machine}", "",
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · torch {torch.__version__}",
-             "", "| check | verdict | seconds | figures | covers |", "|---|---|---:|---|---|"]
+    lines = [
+        f"# GPU check — {machine}",
+        "",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · torch {torch.__version__}",
+        "",
+        "| check | verdict | seconds | figures | covers |",
+        "|---|---|---:|---|---|",
+    ]
     for o in outcomes:
         figures = "; ".join(f"{k}={v}" for k, v in o.figures.items()) or "—"
         if o.detail:
             figures = f"{o.detail}" if figures == "—" else f"{figures}; {o.detail}"
-        lines.append(f"| {o.name} | {o.status} | {o.seconds:.1f} | {figures.replace('|', '/')} "
-                     f"| {o.covers} |")
+        lines.append(
+            f"| {o.name} | {o.status} | {o.seconds:.1f} | {figures.replace('|', '/')} "
+            f"| {o.covers} |"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -262,9 +328,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gpus = gpu_count()
     if gpus == 0:
-        print("make gpu-check: no CUDA GPU is visible on this machine, so nothing was run. "
-              "Run it on a machine with an NVIDIA GPU (torch.cuda.is_available() must be True).",
-              file=sys.stderr)
+        print(
+            "make gpu-check: no CUDA GPU is visible on this machine, so nothing was run. "
+            "Run it on a machine with an NVIDIA GPU (torch.cuda.is_available() must be True).",
+            file=sys.stderr,
+        )
         return 2
     device = torch.device("cuda")
     machine = f"{gpus} × {torch.cuda.get_device_name(0)}"
@@ -272,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(outcomes, machine, args.out)
     for o in outcomes:
         print(f"{o.status:>8}  {o.name} ({o.seconds:.1f} s) {o.detail}")
-    print(f"Report: {report.relative_to(REPO_ROOT) if report.is_relative_to(REPO_ROOT) else report}")
+    print(
+        f"Report: {report.relative_to(REPO_ROOT) if report.is_relative_to(REPO_ROOT) else report}"
+    )
     return exit_status(outcomes, gpus)
 
 

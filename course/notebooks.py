@@ -45,7 +45,9 @@ def stub_source(solution: str) -> str:
         elif isinstance(node, ast.FunctionDef):
             stub = copy.deepcopy(node)
             docstring = ast.get_docstring(node)
-            raise_stmt = ast.parse('raise NotImplementedError("Exercise: write this function.")').body
+            raise_stmt = ast.parse(
+                'raise NotImplementedError("Exercise: write this function.")'
+            ).body
             stub.body = ([ast.Expr(ast.Constant(docstring))] if docstring else []) + raise_stmt
             lines.append(ast.unparse(ast.fix_missing_locations(stub)))
         elif isinstance(node, ast.Assign | ast.AnnAssign):
@@ -99,8 +101,11 @@ def check_exercises(path: Path, timeout_s: int = 300) -> list[ExerciseOutcome]:
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    setup = [c for c in notebook.cells if c.cell_type == "code"
-             and (has_tag(c, "setup") or has_tag(c, "parameters"))]
+    setup = [
+        c
+        for c in notebook.cells
+        if c.cell_type == "code" and (has_tag(c, "setup") or has_tag(c, "parameters"))
+    ]
     fresh = nbformat.v4.new_code_cell  # a new cell id each time: repeated cells stay valid
     plan: list[nbformat.NotebookNode] = [fresh(c.source) for c in setup]
     roles: list[tuple[str, int]] = [("setup", -1)] * len(plan)
@@ -125,8 +130,13 @@ def check_exercises(path: Path, timeout_s: int = 300) -> list[ExerciseOutcome]:
             roles.append(("check-solution", index))
             solutions = []
     trial = nbformat.v4.new_notebook(cells=plan, metadata=notebook.metadata)
-    client = NotebookClient(trial, timeout=timeout_s, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        trial,
+        timeout=timeout_s,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     client.execute()
     outcomes: dict[int, ExerciseOutcome] = {}
     for cell, (role, index) in zip(trial.cells, roles, strict=True):

@@ -31,8 +31,10 @@ import yaml
 
 CONSTANTS_FILE = Path(__file__).resolve().parent.parent / "notebooks" / "constants.yaml"
 
-_UNITS = (r"%|×|ns\b|µs\b|us\b|ms\b|s\b|sec\b|min\b|h\b|B\b|KB\b|MB\b|GB\b|TB\b|KiB\b|MiB\b"
-          r"|GiB\b|TiB\b|kB\b|GB/s\b|TB/s\b|Gb/s\b|TFLOP/s\b|req/s\b|/s\b|points?\b|pp\b")
+_UNITS = (
+    r"%|×|ns\b|µs\b|us\b|ms\b|s\b|sec\b|min\b|h\b|B\b|KB\b|MB\b|GB\b|TB\b|KiB\b|MiB\b"
+    r"|GiB\b|TiB\b|kB\b|GB/s\b|TB/s\b|Gb/s\b|TFLOP/s\b|req/s\b|/s\b|points?\b|pp\b"
+)
 _NUMBER = re.compile(
     r"(?<![\w.\-−/])(?P<sign>[-−+]?)(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
     r"(?P<exp>[eE][-+−]?\d+)?(?:\s?(?P<unit>" + _UNITS + r"))?"
@@ -41,7 +43,9 @@ _OUTPUT_NUMBER = re.compile(r"[-−+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+−]?\d+)?
 _VERDICT = re.compile(
     r"\b(?:(?:faster|slower|better|worse|cheaper|costlier|smaller|larger|higher|lower) than"
     r"|beats?|outperforms?|wins?|(?:is|was|are|were|comes out) (?:the )?"
-    r"(?:fastest|slowest|best|worst|cheapest|winner))\b", re.IGNORECASE)
+    r"(?:fastest|slowest|best|worst|cheapest|winner))\b",
+    re.IGNORECASE,
+)
 _CITATION = re.compile(r"\]\(|https?://|et al\.|\((?:[^()]*?\b)?(?:1[89]|20)\d\d[a-z]?\)|\bcf\. ")
 _STRIP = [
     re.compile(r"```.*?```", re.DOTALL),  # fenced code
@@ -97,11 +101,17 @@ def _matches(value: float, decimals: int, scientific: bool, candidates: Iterable
             if scientific:
                 if c != 0 and value != 0 and math.copysign(1, c) == math.copysign(1, value):
                     mantissa_digits = decimals
-                    if abs(c - value) <= 0.5 * 10 ** (math.floor(math.log10(abs(value)))
-                                                       - mantissa_digits) * 1.0001:
+                    if (
+                        abs(c - value)
+                        <= 0.5
+                        * 10 ** (math.floor(math.log10(abs(value))) - mantissa_digits)
+                        * 1.0001
+                    ):
                         return True
-            elif abs(c - value) <= 0.5 * 10 ** (-decimals) + 1e-12 or abs(abs(c) - abs(value)) <= \
-                    0.5 * 10 ** (-decimals) + 1e-12:
+            elif (
+                abs(c - value) <= 0.5 * 10 ** (-decimals) + 1e-12
+                or abs(abs(c) - abs(value)) <= 0.5 * 10 ** (-decimals) + 1e-12
+            ):
                 return True
     return False
 
@@ -115,8 +125,9 @@ def _output_text(cell: dict) -> str:
     parts: list[str] = []
     for output in cell.get("outputs", []):
         if "text" in output:
-            parts.append("".join(output["text"]) if isinstance(output["text"], list)
-                         else output["text"])
+            parts.append(
+                "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+            )
         for mime in ("text/plain", "text/html", "text/markdown", "text/latex"):
             data = output.get("data", {}).get(mime)
             if data:
@@ -149,9 +160,12 @@ def check_notebook(notebook: dict, constants: dict[str, str] | None = None) -> l
     for cell in cells:
         if cell.get("cell_type") == "code":
             text = _output_text(cell) + "\n" + _cell_text(cell)
-            backing.extend(_to_float(n) for n in _OUTPUT_NUMBER.findall(text)
-                           if n not in {"+", "-", "−"})
-    allowed = [_to_float(k) for k in (constants or {}) if _OUTPUT_NUMBER.fullmatch(k.replace(",", ""))]
+            backing.extend(
+                _to_float(n) for n in _OUTPUT_NUMBER.findall(text) if n not in {"+", "-", "−"}
+            )
+    allowed = [
+        _to_float(k) for k in (constants or {}) if _OUTPUT_NUMBER.fullmatch(k.replace(",", ""))
+    ]
     findings: list[Finding] = []
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "markdown":
@@ -164,7 +178,7 @@ def check_notebook(notebook: dict, constants: dict[str, str] | None = None) -> l
                 findings.append(Finding(index, "number", written))
         if not _VERDICT.search(_prose(text)):
             continue
-        near = [c for c in cells[max(0, index - 3): index + 3] if c.get("cell_type") == "code"]
+        near = [c for c in cells[max(0, index - 3) : index + 3] if c.get("cell_type") == "code"]
         if any("Verdict:" in _output_text(c) for c in near):
             continue
         for sentence in _sentences(_prose(text, keep_links=True)):

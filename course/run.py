@@ -79,12 +79,19 @@ def execute(notebook: Path, profile: dict[str, Any], out_dir: Path) -> NotebookR
     status, error = "passed", ""
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters=notebook_parameters(profile, notebook),
-            kernel_name="python3", cwd=str(NOTEBOOK_DIR), progress_bar=False, log_output=False,
+            str(notebook),
+            str(output),
+            parameters=notebook_parameters(profile, notebook),
+            kernel_name="python3",
+            cwd=str(NOTEBOOK_DIR),
+            progress_bar=False,
+            log_output=False,
         )
     except PapermillExecutionError as exc:
         status = "failed"
-        error = f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
+        error = (
+            f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: {exc.evalue}"
+        )
     finally:
         os.environ.pop(RESULTS_ENV, None)
     seconds = time.perf_counter() - started
@@ -125,12 +132,23 @@ def write_report(runs: list[NotebookRun], profile_name: str, out_dir: Path) -> P
     report.write_text("\n".join(lines))
 
     set_theme()
-    frame = pd.DataFrame({"notebook": [r.name for r in runs], "seconds": [r.seconds for r in runs],
-                          "status": [r.status for r in runs]})
+    frame = pd.DataFrame(
+        {
+            "notebook": [r.name for r in runs],
+            "seconds": [r.seconds for r in runs],
+            "status": [r.status for r in runs],
+        }
+    )
     fig, ax = small_figure()
     fig.set_size_inches(6, 0.45 * len(runs) + 1.2)
-    sns.barplot(data=frame, y="notebook", x="seconds", hue="status", ax=ax,
-                palette={"passed": "tab:green", "failed": "tab:red"})
+    sns.barplot(
+        data=frame,
+        y="notebook",
+        x="seconds",
+        hue="status",
+        ax=ax,
+        palette={"passed": "tab:green", "failed": "tab:red"},
+    )
     ax.set_xlabel("wall time (s)")
     ax.set_ylabel("")
     fig.savefig(out_dir / "report.png")
@@ -138,7 +156,9 @@ def write_report(runs: list[NotebookRun], profile_name: str, out_dir: Path) -> P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--only", nargs="*", default=None, help="notebook names (without .ipynb)")
     args = parser.parse_args(argv)
@@ -159,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         known = {nb.stem: nb for nb in notebooks}
         unknown = [name for name in args.only if name not in known]
         if unknown:
-            raise SystemExit(f"Unknown notebook(s): {', '.join(unknown)}; known: {', '.join(known)}.")
+            raise SystemExit(
+                f"Unknown notebook(s): {', '.join(unknown)}; known: {', '.join(known)}."
+            )
         notebooks = [known[name] for name in args.only]
     if not notebooks:
         raise SystemExit(f"No notebooks found in {NOTEBOOK_DIR}.")

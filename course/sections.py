@@ -25,8 +25,12 @@ HEADING = re.compile(r"^(#{1,3})\s+(.*?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 EXERCISE_START = re.compile(r"^(?:###\s+|\*\*)Exercise\s+(\d+)\b(.*)", re.S)
 WORD = re.compile(r"[A-Za-z0-9À-ÿ가-힣_'’-]+")
-SPECIAL_TITLES = {"parameters": "parameters", "exercises": "exercises", "summary": "summary",
-                  "references": "references"}
+SPECIAL_TITLES = {
+    "parameters": "parameters",
+    "exercises": "exercises",
+    "summary": "summary",
+    "references": "references",
+}
 
 
 def course_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -51,7 +55,8 @@ class Block:
     def is_solution(self) -> bool:
         """A hidden reference answer: never shown on a slide, never counted as talk time."""
         return "solution" in self.tags or bool(
-            self.cell.get("metadata", {}).get("jupyter", {}).get("source_hidden"))
+            self.cell.get("metadata", {}).get("jupyter", {}).get("source_hidden")
+        )
 
 
 @dataclass
@@ -124,8 +129,9 @@ class Outline:
     def checklist(self) -> list[str]:
         items: list[str] = []
         for section in self.of_kind("summary"):
-            items += bullet_items("\n".join(b.source for b in section.all_blocks()
-                                            if b.cell_type == "markdown"))
+            items += bullet_items(
+                "\n".join(b.source for b in section.all_blocks() if b.cell_type == "markdown")
+            )
         return items
 
 
@@ -154,7 +160,9 @@ def blocks_of(notebook: nbformat.NotebookNode) -> list[Block]:
     blocks: list[Block] = []
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type == "markdown":
-            blocks += [Block("markdown", piece, cell, index) for piece in split_markdown(cell.source)]
+            blocks += [
+                Block("markdown", piece, cell, index) for piece in split_markdown(cell.source)
+            ]
         elif cell.cell_type == "code":
             blocks.append(Block("code", cell.source, cell, index))
     return blocks
@@ -212,9 +220,14 @@ def split_exercises(section: Section) -> list[Exercise]:
                     rest = rest.split("**", 1)[0] if paragraph.lstrip().startswith("**") else rest
                     title = rest.split("\n", 1)[0].strip(" .·—:-")
                     exercises.append(Exercise(int(match.group(1)), title, []))
-                if exercises and paragraph.strip() and not heading_of(paragraph) == (2, section.title):
-                    exercises[-1].blocks.append(Block("markdown", paragraph.strip(), block.cell,
-                                                      block.index))
+                if (
+                    exercises
+                    and paragraph.strip()
+                    and not heading_of(paragraph) == (2, section.title)
+                ):
+                    exercises[-1].blocks.append(
+                        Block("markdown", paragraph.strip(), block.cell, block.index)
+                    )
         elif exercises and not block.is_solution:
             exercises[-1].blocks.append(block)
     return exercises
@@ -225,10 +238,13 @@ def read_outline(path: Path) -> Outline:
     try:
         notebook = nbformat.read(path, as_version=4)
     except (OSError, ValueError, nbformat.reader.NotJSONError) as exc:
-        raise SystemExit(f"{path} is not a readable notebook ({type(exc).__name__}: {exc})") from exc
+        raise SystemExit(
+            f"{path} is not a readable notebook ({type(exc).__name__}: {exc})"
+        ) from exc
     title, sections = sections_of(blocks_of(notebook))
-    return Outline(path.stem, title.title or path.stem, title.blocks, objectives_of(title.blocks),
-                   sections)
+    return Outline(
+        path.stem, title.title or path.stem, title.blocks, objectives_of(title.blocks), sections
+    )
 
 
 def words(markdown: str) -> int:
@@ -245,5 +261,8 @@ def code_lines(source: str) -> int:
 
 def figures(cell: nbformat.NotebookNode) -> int:
     """Image outputs of a code cell."""
-    return sum(1 for out in cell.get("outputs", [])
-               if any(k.startswith("image/") for k in out.get("data", {})))
+    return sum(
+        1
+        for out in cell.get("outputs", [])
+        if any(k.startswith("image/") for k in out.get("data", {}))
+    )

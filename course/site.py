@@ -63,9 +63,11 @@ def index_page(notebooks: list[Path]) -> str:
         title = read_outline(path).title
         number, _, rest = title.partition(" · ")
         label = rest or title
-        rows.append(f"| {path.stem[:2]} | [{label}]({path.name}) | "
-                    f'<a href="{slide_link(path.stem)}">slides</a> | '
-                    f"[guide](guides/{path.stem}.md) |")
+        rows.append(
+            f"| {path.stem[:2]} | [{label}]({path.name}) | "
+            f'<a href="{slide_link(path.stem)}">slides</a> | '
+            f"[guide](guides/{path.stem}.md) |"
+        )
     toc = "\n".join(p.stem for p in notebooks)
     return f"""# Practical deep-learning training
 
@@ -97,11 +99,14 @@ report
 
 
 def slides_page(notebooks: list[Path]) -> str:
-    lines = ["# Slides", "",
-             "One reveal.js deck per notebook, built from its sections (`make slides`). Arrow keys "
-             "move between slides (down for a section's sub-sections), `S` opens the speaker "
-             "notes, `F` goes full screen. The facilitator's guide is the slide below the title.",
-             ""]
+    lines = [
+        "# Slides",
+        "",
+        "One reveal.js deck per notebook, built from its sections (`make slides`). Arrow keys "
+        "move between slides (down for a section's sub-sections), `S` opens the speaker "
+        "notes, `F` goes full screen. The facilitator's guide is the slide below the title.",
+        "",
+    ]
     for path in notebooks:
         lines.append(f'- <a href="{slide_link(path.stem)}">{read_outline(path).title}</a>')
     return "\n".join(lines) + "\n"
@@ -109,13 +114,22 @@ def slides_page(notebooks: list[Path]) -> str:
 
 def report_page(source: Path, build: Path = BUILD_DIR) -> str:
     """The reports ``make run`` wrote (``build/<profile>/report.md``), or how to get one."""
-    reports = sorted(build.glob("*/report.md"), key=lambda p: (p.parent.name != "cpu", p.parent.name))
+    reports = sorted(
+        build.glob("*/report.md"), key=lambda p: (p.parent.name != "cpu", p.parent.name)
+    )
     reports = [r for r in reports if r.parent.name not in {"site", "site-src", "slides", "guides"}]
     lines = ["# Course report", ""]
     if not reports:
-        return "\n".join(lines + [
-            "No report yet: `make run` (or `make run PROFILE=gpu` on a GPU machine) executes every "
-            "notebook and writes `build/<profile>/report.md`; `make site` then shows it here."]) + "\n"
+        return (
+            "\n".join(
+                lines
+                + [
+                    "No report yet: `make run` (or `make run PROFILE=gpu` on a GPU machine) executes every "
+                    "notebook and writes `build/<profile>/report.md`; `make site` then shows it here."
+                ]
+            )
+            + "\n"
+        )
     for report in reports:
         profile = report.parent.name
         text = report.read_text(encoding="utf-8")
@@ -174,22 +188,38 @@ def build_site(out: Path = SITE_DIR, source: Path = SOURCE_DIR) -> Path:
     notebooks = lay_out_sources(source)
     os.environ["COURSE_SITE_SLIDES"] = json.dumps({p.stem: slide_link(p.stem) for p in notebooks})
     os.environ["COURSE_SITE_ASSETS"] = str(source / ASSETS)
-    status = build_main(["-b", "html", "-W", "--keep-going", "-q", "-c", str(DOCS_DIR),
-                         "-d", str(DOCTREE_DIR), str(source), str(out)])
+    status = build_main(
+        [
+            "-b",
+            "html",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-c",
+            str(DOCS_DIR),
+            "-d",
+            str(DOCTREE_DIR),
+            str(source),
+            str(out),
+        ]
+    )
     if status:
         raise SystemExit(f"Sphinx failed (status {status}); the warnings above say where.")
     return out / "index.html"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=SITE_DIR)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     index = build_site(args.out)
-    print(f"{index.relative_to(REPO_ROOT) if index.is_relative_to(REPO_ROOT) else index} "
-          f"({time.perf_counter() - started:.1f} s)")
+    print(
+        f"{index.relative_to(REPO_ROOT) if index.is_relative_to(REPO_ROOT) else index} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     return 0
 
 

@@ -65,8 +65,10 @@ def trim_code(source: str) -> str:
     lines = source.rstrip("\n").split("\n")
     if len(lines) <= MAX_CODE_LINES:
         return source
-    return "\n".join(lines[: MAX_CODE_LINES - 1] +
-                     [f"# … {len(lines) - MAX_CODE_LINES + 1} more lines: see the notebook"])
+    return "\n".join(
+        lines[: MAX_CODE_LINES - 1]
+        + [f"# … {len(lines) - MAX_CODE_LINES + 1} more lines: see the notebook"]
+    )
 
 
 def trim_outputs(outputs: list) -> list:
@@ -76,8 +78,9 @@ def trim_outputs(outputs: list) -> list:
         if output.get("output_type") == "stream":
             output["text"] = trim_lines(output["text"], MAX_OUTPUT_LINES, "… ({n} lines trimmed) …")
         elif "text/plain" in output.get("data", {}) and len(output["data"]) == 1:
-            output["data"]["text/plain"] = trim_lines(output["data"]["text/plain"],
-                                                      MAX_OUTPUT_LINES, "… ({n} lines trimmed) …")
+            output["data"]["text/plain"] = trim_lines(
+                output["data"]["text/plain"], MAX_OUTPUT_LINES, "… ({n} lines trimmed) …"
+            )
         trimmed.append(output)
     return trimmed
 
@@ -147,7 +150,9 @@ def block_items(block: Block) -> list[tuple[list[nbformat.NotebookNode], float]]
     code.metadata["tags"] = block.tags
     cells = [code]
     height = min(len(source.split("\n")), MAX_CODE_LINES) * 0.9 + 0.6
-    outputs = [o for o in trim_outputs(block.cell.get("outputs", [])) if o["output_type"] != "error"]
+    outputs = [
+        o for o in trim_outputs(block.cell.get("outputs", [])) if o["output_type"] != "error"
+    ]
     if outputs:
         shown = nbformat.v4.new_code_cell("", outputs=outputs)
         shown.metadata["tags"] = ["slide-output"]
@@ -157,7 +162,9 @@ def block_items(block: Block) -> list[tuple[list[nbformat.NotebookNode], float]]
     return [(cells, height)]
 
 
-def pack(title: str, blocks: list[Block], vertical: bool, heading: str | None = None) -> list[Slide]:
+def pack(
+    title: str, blocks: list[Block], vertical: bool, heading: str | None = None
+) -> list[Slide]:
     """Blocks laid onto one slide, continued on vertical slides when they would overflow."""
     slides = [Slide(title, vertical=vertical)]
     if heading:
@@ -183,8 +190,9 @@ def title_slide(outline: Outline) -> Slide:
     for paragraph in paragraphs(intro)[1:]:
         if paragraph.startswith(("**Prerequisites", "**Run time")):
             lines += ["", paragraph]
-        elif not paragraph.lower().startswith(("**learning objectives", "- ")) and \
-                not paragraph.startswith("  "):
+        elif not paragraph.lower().startswith(
+            ("**learning objectives", "- ")
+        ) and not paragraph.startswith("  "):
             notes.append(paragraph)
     cells = [new_markdown_cell("\n".join(lines))]
     if notes:
@@ -205,10 +213,15 @@ def exercise_slides(outline: Outline) -> list[Slide]:
     exercises = outline.exercises
     if not exercises:
         return []
-    listing = ["## Exercises", ""] + [f"{ex.number}. {ex.title.strip('()') or 'exercise'}"
-                                      + ("" if ex.checked else " *(open)*") for ex in exercises]
-    listing += ["", "Each checked exercise ends in a **Check** cell: it passes when the answer is "
-                "right. `make student` writes copies with the answers removed."]
+    listing = ["## Exercises", ""] + [
+        f"{ex.number}. {ex.title.strip('()') or 'exercise'}" + ("" if ex.checked else " *(open)*")
+        for ex in exercises
+    ]
+    listing += [
+        "",
+        "Each checked exercise ends in a **Check** cell: it passes when the answer is "
+        "right. `make student` writes copies with the answers removed.",
+    ]
     slides = [Slide("Exercises", [new_markdown_cell("\n".join(listing))])]
     for ex in exercises:
         slides += pack(f"Exercise {ex.number}", ex.blocks, vertical=True)
@@ -246,9 +259,14 @@ def deck_notebook(outline: Outline, guide: str | None = None) -> nbformat.Notebo
             elif "slideshow" not in cell.metadata:
                 slide_type(cell, "-")
             cells.append(cell)
-    notebook = new_notebook(cells=cells, metadata={
-        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-        "language_info": {"name": "python"}, "title": outline.title})
+    notebook = new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+            "title": outline.title,
+        },
+    )
     return notebook
 
 
@@ -265,8 +283,12 @@ def copy_assets(out: Path) -> Path:
 def exporter():
     from nbconvert import SlidesExporter
 
-    return SlidesExporter(extra_template_basedirs=[str(TEMPLATE_DIR)], template_name="course_reveal",
-                          exclude_input_prompt=True, exclude_output_prompt=True)
+    return SlidesExporter(
+        extra_template_basedirs=[str(TEMPLATE_DIR)],
+        template_name="course_reveal",
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
 
 
 def write_decks(names: list[str] | None = None, out: Path = SLIDES_DIR) -> list[Path]:
@@ -279,8 +301,12 @@ def write_decks(names: list[str] | None = None, out: Path = SLIDES_DIR) -> list[
         outline = read_outline(path)
         body, _ = export.from_notebook_node(
             deck_notebook(outline, guide_markdown(outline, heading_level=2)),
-            resources={"course_assets": "_static", "course_title": outline.plain_title,
-                       "metadata": {"name": path.stem}})
+            resources={
+                "course_assets": "_static",
+                "course_title": outline.plain_title,
+                "metadata": {"name": path.stem},
+            },
+        )
         target = out / f"{path.stem}.html"
         target.write_text(body, encoding="utf-8")
         written.append(target)
@@ -293,8 +319,9 @@ def horizontal_titles(outline: Outline) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("names", nargs="*", help="notebook names without .ipynb (default: all)")
     parser.add_argument("--out", type=Path, default=SLIDES_DIR)
     args = parser.parse_args(argv)

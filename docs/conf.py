@@ -45,8 +45,12 @@ html_context = {
 # MathJax 3 (SVG output: no web fonts) copied from the django-static-mathjax package (no CDN).
 mathjax_path = "mathjax/tex-svg.js"
 mathjax3_config = {
-    "tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
-            "processEscapes": True, "processEnvironments": True},
+    "tex": {
+        "inlineMath": [["\\(", "\\)"]],
+        "displayMath": [["\\[", "\\]"]],
+        "processEscapes": True,
+        "processEnvironments": True,
+    },
     "options": {"processHtmlClass": "tex2jax_process|mathjax_process|math|output_area"},
     "svg": {"fontCache": "global"},
 }

@@ -239,5 +239,7 @@ def seed_worker_and_dataset(worker_id: int) -> None:
         raise RuntimeError("seed_worker_and_dataset runs only inside a DataLoader worker.")
     dataset = info.dataset
     if not isinstance(dataset, NoisyIndex):
-        raise TypeError(f"seed_worker_and_dataset reseeds a NoisyIndex, got {type(dataset).__name__}.")
+        raise TypeError(
+            f"seed_worker_and_dataset reseeds a NoisyIndex, got {type(dataset).__name__}."
+        )
     dataset.rng = np.random.default_rng(info.seed % 2**32)  # the Dataset's own RNG too

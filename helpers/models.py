@@ -12,7 +12,10 @@ from torch import nn
 from helpers.data import PAD
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
 }
 
@@ -25,8 +28,14 @@ def choose(name: str, options: Mapping[str, Any], what: str) -> Any:
     return options[name]
 
 
-def mlp(n_inputs: int, n_outputs: int, hidden: int = 64, depth: int = 1,
-        activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    n_inputs: int,
+    n_outputs: int,
+    hidden: int = 64,
+    depth: int = 1,
+    activation: str = "relu",
+    dropout: float = 0.0,
+) -> nn.Sequential:
     """The course's one MLP: ``depth`` hidden layers of ``hidden`` units, then a linear output.
 
     Each hidden layer is ``Linear -> activation [-> Dropout]``. ``depth=0`` is a single linear
@@ -74,14 +83,25 @@ class TransformerClassifier(nn.Module):
     """
 
     def __init__(
-        self, vocab_size: int, n_classes: int, max_len: int, d_model: int = 64, n_heads: int = 4,
-        n_layers: int = 2, dropout: float = 0.1, norm_first: bool = False,
+        self,
+        vocab_size: int,
+        n_classes: int,
+        max_len: int,
+        d_model: int = 64,
+        n_heads: int = 4,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        norm_first: bool = False,
     ):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
         self.position = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
         layer = nn.TransformerEncoderLayer(
-            d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True,
+            d_model,
+            n_heads,
+            dim_feedforward=2 * d_model,
+            dropout=dropout,
+            batch_first=True,
             norm_first=norm_first,
         )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)

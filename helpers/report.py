@@ -18,7 +18,9 @@ Scalar = bool | int | float | str
 def record(name: str, value: Scalar) -> None:
     """Record one key result (a bool, number or short string) for the course report."""
     if not isinstance(value, bool | int | float | str):
-        raise TypeError(f"record({name!r}, ...) takes a bool, int, float or str, got {type(value)}.")
+        raise TypeError(
+            f"record({name!r}, ...) takes a bool, int, float or str, got {type(value)}."
+        )
     if isinstance(value, float):
         value = round(value, 6)
     target = os.environ.get(RESULTS_ENV)

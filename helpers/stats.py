@@ -55,12 +55,15 @@ class PairedComparison:
     def summary(self, digits: int = 3) -> str:
         """``"Δ = mean ± std (n=k), 95% CI [lo, hi]"``."""
         pct = round(100 * self.confidence)
-        return (f"Δ = {self.mean:+.{digits}f} ± {self.std:.{digits}f} (n={self.n}), "
-                f"{pct}% CI [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}]")
+        return (
+            f"Δ = {self.mean:+.{digits}f} ± {self.std:.{digits}f} (n={self.n}), "
+            f"{pct}% CI [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}]"
+        )
 
 
-def paired(treatment: Sequence[float], baseline: Sequence[float],
-           confidence: float = 0.95) -> PairedComparison:
+def paired(
+    treatment: Sequence[float], baseline: Sequence[float], confidence: float = 0.95
+) -> PairedComparison:
     """Paired comparison of two results measured on the same seeds (element ``i`` of each).
 
     The interval is the Student-t interval of the mean difference with ``n - 1`` degrees of
@@ -72,20 +75,25 @@ def paired(treatment: Sequence[float], baseline: Sequence[float],
     t = np.asarray(treatment, dtype=float)
     b = np.asarray(baseline, dtype=float)
     if t.shape != b.shape or t.ndim != 1:
-        raise ValueError(f"paired needs two 1-D sequences of one length, got {t.shape} and {b.shape}.")
+        raise ValueError(
+            f"paired needs two 1-D sequences of one length, got {t.shape} and {b.shape}."
+        )
     if t.size < 2:
         raise ValueError("paired needs at least two seeds (pairs) to estimate a spread.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
     diff = t - b
     mean, std = float(diff.mean()), float(diff.std(ddof=1))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, diff.size - 1)) * std / math.sqrt(diff.size)
+    half = (
+        float(scipy_stats.t.ppf(0.5 + confidence / 2, diff.size - 1)) * std / math.sqrt(diff.size)
+    )
     if std == 0.0:
         p_value = 1.0 if mean == 0.0 else min(1.0, 2.0 / 2**diff.size)
     else:
         p_value = float(scipy_stats.ttest_rel(t, b).pvalue)
-    return PairedComparison(tuple(float(d) for d in diff), mean, std, mean - half, mean + half,
-                            p_value, confidence)
+    return PairedComparison(
+        tuple(float(d) for d in diff), mean, std, mean - half, mean + half, p_value, confidence
+    )
 
 
 def holm(p_values: Mapping[str, float], alpha: float = 0.05) -> dict[str, bool]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -34,7 +34,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def seconds_per_call(
-    fn: Callable[[], Any], device: torch.device | str = "cpu", repeats: int = 5, number: int = 10,
+    fn: Callable[[], Any],
+    device: torch.device | str = "cpu",
+    repeats: int = 5,
+    number: int = 10,
     warmup: int = 2,
 ) -> float:
     """Best time of one call of ``fn`` (seconds): the minimum over ``repeats`` of the mean of
@@ -60,8 +63,11 @@ def seconds_per_call(
 
 
 def compare_seconds(
-    fns: dict[str, Callable[[], Any]], device: torch.device | str = "cpu", repeats: int = 5,
-    number: int = 10, warmup: int = 2,
+    fns: Mapping[str, Callable[[], Any]],
+    device: torch.device | str = "cpu",
+    repeats: int = 5,
+    number: int = 10,
+    warmup: int = 2,
 ) -> dict[str, float]:
     """Best time per call of each function in ``fns`` (seconds), like ``seconds_per_call``, but
     with the repeats interleaved — repeat 1 of every function, then repeat 2, ... — so that a

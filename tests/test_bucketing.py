@@ -34,8 +34,9 @@ def epoch(sampler) -> list[list[int]]:
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
 def test_every_sample_exactly_once_per_epoch(boundaries, batch_size):
     lengths = skewed_lengths(503)
-    sampler = BucketBatchSampler(lengths, batch_size, boundaries,
-                                 generator=torch.Generator().manual_seed(0))
+    sampler = BucketBatchSampler(
+        lengths, batch_size, boundaries, generator=torch.Generator().manual_seed(0)
+    )
     for _ in range(2):  # two epochs from the same sampler
         batches = epoch(sampler)
         flat = [i for batch in batches for i in batch]
@@ -47,7 +48,9 @@ def test_every_sample_exactly_once_per_epoch(boundaries, batch_size):
 @pytest.mark.parametrize("boundaries", [None, [5, 8, 12], [7]])
 def test_batches_are_homogeneous_in_length(boundaries):
     lengths = skewed_lengths(800)
-    sampler = BucketBatchSampler(lengths, 16, boundaries, generator=torch.Generator().manual_seed(1))
+    sampler = BucketBatchSampler(
+        lengths, 16, boundaries, generator=torch.Generator().manual_seed(1)
+    )
     for batch in sampler:
         batch_lengths = lengths[batch]
         if boundaries is None:  # one bucket per distinct length: no padding at all
@@ -60,7 +63,9 @@ def test_batches_are_homogeneous_in_length(boundaries):
 
 def test_drop_last_drops_only_each_buckets_partial_batch():
     lengths = np.array([3] * 10 + [9] * 7)
-    sampler = BucketBatchSampler(lengths, 4, drop_last=True, generator=torch.Generator().manual_seed(0))
+    sampler = BucketBatchSampler(
+        lengths, 4, drop_last=True, generator=torch.Generator().manual_seed(0)
+    )
     batches = epoch(sampler)
     assert [len(b) for b in batches] == [4] * 3 and len(sampler) == 3  # 10 → 2 batches, 7 → 1
     flat = [i for batch in batches for i in batch]
@@ -71,7 +76,9 @@ def test_same_seed_same_order_and_new_order_each_epoch():
     lengths = skewed_lengths(400)
 
     def make(seed):
-        return BucketBatchSampler(lengths, 8, [6, 8, 10], generator=torch.Generator().manual_seed(seed))
+        return BucketBatchSampler(
+            lengths, 8, [6, 8, 10], generator=torch.Generator().manual_seed(seed)
+        )
 
     first, again = make(0), make(0)
     epoch1, epoch1_again = epoch(first), epoch(again)
@@ -92,8 +99,16 @@ def test_batches_are_shuffled_across_buckets_and_within_buckets():
     # within a bucket the samples are shuffled, not taken in index order
     assert any(b != sorted(b) for b in batches)
     # over many seeds the first batch comes from every bucket
-    firsts = {int(lengths[next(iter(BucketBatchSampler(
-        lengths, 8, generator=torch.Generator().manual_seed(s))))[0]]) for s in range(40)}
+    firsts = {
+        int(
+            lengths[
+                next(
+                    iter(BucketBatchSampler(lengths, 8, generator=torch.Generator().manual_seed(s)))
+                )[0]
+            ]
+        )
+        for s in range(40)
+    }
     assert firsts == {2, 4, 6, 8}
 
 
@@ -113,9 +128,14 @@ def test_padding_fraction_closed_form_and_random_batches():
     assert padding_tokens(lengths, [[0, 3], [1, 2]]) == 4  # (4-1) + (3-2)
     # bucketing removes most of the padding of random batches on skewed lengths
     skewed = skewed_lengths(2000)
-    random_batches = list(BatchSampler(RandomSampler(range(2000), generator=torch.Generator().manual_seed(0)), 64, False))
-    bucketed = BucketBatchSampler(skewed, 64, quantile_boundaries(skewed, 8),
-                                  generator=torch.Generator().manual_seed(0))
+    random_batches = list(
+        BatchSampler(
+            RandomSampler(range(2000), generator=torch.Generator().manual_seed(0)), 64, False
+        )
+    )
+    bucketed = BucketBatchSampler(
+        skewed, 64, quantile_boundaries(skewed, 8), generator=torch.Generator().manual_seed(0)
+    )
     assert padding_fraction(skewed, bucketed) < 0.5 * padding_fraction(skewed, random_batches)
     with pytest.raises(ValueError, match="empty"):
         padding_fraction(lengths, [[]])
@@ -169,8 +189,9 @@ def test_dataloader_with_bucket_sampler_pads_each_batch_to_its_own_length():
     lengths = skewed_lengths(300)
     sequences = [torch.from_numpy(rng.integers(2, 20, size=n)) for n in lengths]
     dataset = SequenceDataset(sequences, rng.integers(0, 3, size=300))
-    sampler = BucketBatchSampler(dataset.lengths, 32, [5, 7, 9, 12],
-                                 generator=torch.Generator().manual_seed(0))
+    sampler = BucketBatchSampler(
+        dataset.lengths, 32, [5, 7, 9, 12], generator=torch.Generator().manual_seed(0)
+    )
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate)
     seen, pad_slots, slots = 0, 0, 0
     for tokens, labels in loader:
@@ -180,14 +201,26 @@ def test_dataloader_with_bucket_sampler_pads_each_batch_to_its_own_length():
         pad_slots += int((tokens == PAD).sum())
         slots += tokens.numel()
     assert seen == 300
-    assert pad_slots / slots == pytest.approx(padding_fraction(lengths, epoch(BucketBatchSampler(
-        lengths, 32, [5, 7, 9, 12], generator=torch.Generator().manual_seed(0)))))
+    assert pad_slots / slots == pytest.approx(
+        padding_fraction(
+            lengths,
+            epoch(
+                BucketBatchSampler(
+                    lengths, 32, [5, 7, 9, 12], generator=torch.Generator().manual_seed(0)
+                )
+            ),
+        )
+    )
 
 
 def test_one_bucket_is_plain_random_batching():
     lengths = skewed_lengths(100)
-    batches = epoch(BucketBatchSampler(lengths, 16, boundaries=[], generator=torch.Generator().manual_seed(0)))
-    assert sorted(len(b) for b in batches) == [4] + [16] * 6, "only one partial batch, like random batching"
+    batches = epoch(
+        BucketBatchSampler(lengths, 16, boundaries=[], generator=torch.Generator().manual_seed(0))
+    )
+    assert sorted(len(b) for b in batches) == [4] + [16] * 6, (
+        "only one partial batch, like random batching"
+    )
     assert len({bucket_index(int(n), []) for n in lengths}) == 1
 
 
@@ -200,7 +233,11 @@ def test_subset_and_sequence_loader():
     loader = sequence_loader(dataset, batch_size=2, n_buckets=None, shuffle=False)
     shapes = [tuple(tokens.shape) for tokens, _ in loader]
     assert shapes == [(1, 1), (2, 2), (1, 3), (1, 4), (1, 6)]
-    random = [sorted(labels.tolist()) for _, labels in sequence_loader(dataset, 4, n_buckets=1, seed=3)]
+    random = [
+        sorted(labels.tolist()) for _, labels in sequence_loader(dataset, 4, n_buckets=1, seed=3)
+    ]
     assert sum(len(b) for b in random) == 6 and len(random) == 2
-    again = [sorted(labels.tolist()) for _, labels in sequence_loader(dataset, 4, n_buckets=1, seed=3)]
+    again = [
+        sorted(labels.tolist()) for _, labels in sequence_loader(dataset, 4, n_buckets=1, seed=3)
+    ]
     assert random == again

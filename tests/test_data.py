@@ -103,6 +103,8 @@ def test_sliding_windows_bad_input_is_a_clear_error():
     assert [tuple(t.shape) for t in multi[0]] == [(4, 3), (2, 3)]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_noisy_index_workers_share_its_rng_until_reseeded():
     """Spawned workers import NoisyIndex; only seed_worker_and_dataset gives them distinct owned RNGs."""
     import torch
@@ -112,8 +114,14 @@ def test_noisy_index_workers_share_its_rng_until_reseeded():
     from helpers.seed import seed_worker
 
     def draws(init):
-        loader = DataLoader(NoisyIndex(seed=0), batch_size=2, num_workers=2, worker_init_fn=init,
-                            generator=torch.Generator().manual_seed(0), multiprocessing_context="spawn")
+        loader = DataLoader(
+            NoisyIndex(seed=0),
+            batch_size=2,
+            num_workers=2,
+            worker_init_fn=init,
+            generator=torch.Generator().manual_seed(0),
+            multiprocessing_context="spawn",
+        )
         return torch.cat(list(loader))  # batches 0, 2 from worker 0; 1, 3 from worker 1
 
     plain, fixed = draws(seed_worker), draws(seed_worker_and_dataset)

@@ -105,6 +105,7 @@ def _gone(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------- tests
 
 
+@pytest.mark.multiprocess
 def test_launch_returns_each_ranks_value_and_echoes_rank0_output(capsys) -> None:
     results = launch(sum_ranks, 2, 0.5)
     assert [r["rank"] for r in results] == [0, 1]
@@ -118,6 +119,7 @@ def test_launch_returns_each_ranks_value_and_echoes_rank0_output(capsys) -> None
     assert "[rank 1] rank 1 speaks too" in out
 
 
+@pytest.mark.multiprocess
 def test_ddp_equals_one_process_with_the_big_batch_and_needs_the_allreduce() -> None:
     result = launch(ddp_examples.ddp_equivalence, 2, 32, 6)[0]
     assert result["ddp_max_abs_diff"] <= 1e-6
@@ -129,11 +131,13 @@ def test_ddp_equals_one_process_with_the_big_batch_and_needs_the_allreduce() -> 
     assert result["no_allreduce_rank_spread"] > 1e-3
 
 
+@pytest.mark.multiprocess
 def test_dividing_the_loss_by_world_size_shrinks_the_update_by_world_size() -> None:
     ratios = launch(ddp_examples.double_averaging_ratio, 2)
     assert ratios == pytest.approx([0.5, 0.5], abs=1e-6)
 
 
+@pytest.mark.multiprocess
 def test_crashed_rank_fails_fast_with_its_traceback_and_leaves_no_process(tmp_path) -> None:
     before = _live_children()
     pid_file = tmp_path / "grandchild.pid"
@@ -154,12 +158,14 @@ def test_crashed_rank_fails_fast_with_its_traceback_and_leaves_no_process(tmp_pa
     assert _live_children() == before
 
 
+@pytest.mark.multiprocess
 def test_rank_dying_without_traceback_is_reported_with_its_exit_code() -> None:
     with pytest.raises(WorkerError, match="exited with code 7") as caught:
         launch(die_silently, 2, timeout_s=120)
     assert caught.value.rank == 1
 
 
+@pytest.mark.multiprocess
 def test_timeout_stops_a_hanging_job() -> None:
     before = _live_children()
     started = time.monotonic()
@@ -169,6 +175,8 @@ def test_timeout_stops_a_hanging_job() -> None:
     assert _live_children() == before
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_jobs_launched_at_the_same_time_both_succeed() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [
@@ -180,6 +188,7 @@ def test_two_jobs_launched_at_the_same_time_both_succeed() -> None:
     assert second[0]["sum"].item() == 201.0  # 100 + 101
 
 
+@pytest.mark.multiprocess
 def test_world_size_the_machine_cannot_give_is_a_clear_error_before_anything_starts() -> None:
     before = _live_children()
     with pytest.raises(ValueError, match="GPU"):
@@ -193,6 +202,7 @@ def test_world_size_the_machine_cannot_give_is_a_clear_error_before_anything_sta
     assert resolve_world_size(3, "cpu", oversubscribe=True) == 3
 
 
+@pytest.mark.multiprocess
 def test_functions_workers_cannot_import_are_refused() -> None:
     def local(rank: int, world_size: int) -> None:
         return None
@@ -203,6 +213,7 @@ def test_functions_workers_cannot_import_are_refused() -> None:
         launch(lambda rank, world_size: None, 2)
 
 
+@pytest.mark.multiprocess
 def test_torchrun_script_with_setup_from_env(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(
@@ -227,6 +238,7 @@ def test_torchrun_script_with_setup_from_env(tmp_path) -> None:
     assert "--nnodes=2" in two_nodes and "--rdzv-endpoint=localhost:29400" in two_nodes
 
 
+@pytest.mark.multiprocess
 def test_run_nodes_stops_the_others_when_one_fails() -> None:
     before = _live_children()
     started = time.monotonic()
@@ -297,6 +309,7 @@ def test_summarize_scaling_counts_all_ranks_samples_and_splits_the_step() -> Non
     assert table.loc[2, "compute_speedup"] == pytest.approx(2 * 0.10 / 0.10)  # ranks' mean no_sync
 
 
+@pytest.mark.multiprocess
 def test_ddp_puts_small_buckets_apart_and_one_large_bucket_together() -> None:
     # the wide MLP's 12.6 MB of gradients: one 25 MB bucket, or one bucket per layer at 1 MB
     specs = [
@@ -308,6 +321,7 @@ def test_ddp_puts_small_buckets_apart_and_one_large_bucket_together() -> None:
     assert all(r["plain_s"] > 0 for r in rows)  # world size 1 also times the unwrapped model
 
 
+@pytest.mark.multiprocess
 def test_measure_scaling_times_both_model_kinds_on_every_rank() -> None:
     specs = [
         ddp_examples.ScalingSpec("mlp", "mlp", 32, 4),
@@ -322,7 +336,9 @@ def test_measure_scaling_times_both_model_kinds_on_every_rank() -> None:
         ("mlp", 1),
     ]
     assert all(r["step_s"] > 0 and r["compute_s"] > 0 and r["allreduce_s"] > 0 for r in rows)
-    assert all(r["plain_s"] is None for r in rows)  # the plain baseline is timed at world size 1 only
+    assert all(
+        r["plain_s"] is None for r in rows
+    )  # the plain baseline is timed at world size 1 only
     assert {r["bucket_cap_mb"] for r in rows} == {25.0}
     assert all(r["buckets"] >= 1 for r in rows)
     assert {r["params"] for r in rows if r["model"] == "mlp"} == {3 * (32 * 32 + 32) + 32 * 10 + 10}

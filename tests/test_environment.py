@@ -10,10 +10,28 @@ from packaging.utils import canonicalize_name
 
 from helpers import REPO_ROOT
 
-REQUIRED_RUNTIME = {"torch", "numpy", "pandas", "matplotlib", "seaborn", "scikit-learn", "tqdm",
-                    "jupyterlab", "ipykernel", "papermill"}
-REQUIRED_DEV = {"pytest", "nbval", "pytest-xdist", "pytest-timeout", "nbstripout", "ruff", "mypy",
-                "uv"}
+REQUIRED_RUNTIME = {
+    "torch",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "scikit-learn",
+    "tqdm",
+    "jupyterlab",
+    "ipykernel",
+    "papermill",
+}
+REQUIRED_DEV = {
+    "pytest",
+    "nbval",
+    "pytest-xdist",
+    "pytest-timeout",
+    "nbstripout",
+    "ruff",
+    "mypy",
+    "uv",
+}
 GONE = {"hpbandster", "configspace", "netifaces"}  # unmaintained: BOHB runs without them
 
 
@@ -27,8 +45,11 @@ def names(requirements: list[str]) -> set[str]:
 
 def locked() -> dict[str, str]:
     """Package -> version of every line of requirements.lock."""
-    pins = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)", (REPO_ROOT / "requirements.lock").read_text(),
-                      flags=re.MULTILINE)
+    pins = re.findall(
+        r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)",
+        (REPO_ROOT / "requirements.lock").read_text(),
+        flags=re.MULTILINE,
+    )
     return {canonicalize_name(name): version for name, version in pins}
 
 
@@ -39,8 +60,10 @@ def test_pyproject_lists_every_required_package():
 
 def test_the_lock_pins_every_requirement_within_its_range():
     pins = locked()
-    requirements = [Requirement(r) for r in
-                    project()["dependencies"] + project()["optional-dependencies"]["dev"]]
+    requirements = [
+        Requirement(r)
+        for r in project()["dependencies"] + project()["optional-dependencies"]["dev"]
+    ]
     for requirement in requirements:
         name = canonicalize_name(requirement.name)
         if name == "torch":  # installed apart: the CPU wheel, or a CUDA build the machine has
@@ -48,7 +71,8 @@ def test_the_lock_pins_every_requirement_within_its_range():
             continue
         assert name in pins, f"{name} is missing from requirements.lock: run make lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]} outside {requirement.specifier}: run make lock")
+            f"requirements.lock pins {name}=={pins[name]} outside {requirement.specifier}: run make lock"
+        )
 
 
 def test_fragile_dependencies_are_gone_from_the_tree():
@@ -79,7 +103,9 @@ def test_makefile_cpu_torch_satisfies_the_pyproject_range():
     pinned = re.search(r"TORCH_VERSION := ([\d.]+)", makefile).group(1)
     torch_req = next(Requirement(r) for r in project()["dependencies"] if r.startswith("torch"))
     assert torch_req.specifier.contains(pinned), "installing the package must not replace torch"
-    assert "+cpu" in makefile, "the CPU wheel is asked for exactly, so no installer falls back to CUDA"
+    assert "+cpu" in makefile, (
+        "the CPU wheel is asked for exactly, so no installer falls back to CUDA"
+    )
 
 
 def test_makefile_install_cannot_swallow_a_failure():
@@ -87,13 +113,21 @@ def test_makefile_install_cannot_swallow_a_failure():
     assert ".SHELLFLAGS := -eu -o pipefail -c" in makefile
     recipe = makefile.split("$(STAMP): pyproject.toml $(LOCK)")[1].split("\n\n")[0]
     assert "|| true" not in recipe and "grep -v" not in recipe
-    assert recipe.strip().endswith("@touch $@"), "the stamp is written last, after every step passed"
-    assert "rm -f $(VENV)/.installed-*" in recipe.splitlines()[1], "a failed install leaves no stamp"
-    assert "sha256sum" not in makefile, "macOS has no sha256sum"
+    assert recipe.strip().endswith("@touch $@"), (
+        "the stamp is written last, after every step passed"
+    )
+    assert "rm -f $(VENV)/.installed-*" in recipe.splitlines()[1], (
+        "a failed install leaves no stamp"
+    )
+    commands = [line for line in makefile.splitlines() if not line.lstrip().startswith("#")]
+    assert not any("sha256sum" in line for line in commands), "macOS has no sha256sum"
 
 
 def test_ci_runs_make_targets_and_nothing_smarter():
-    lines = [line for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert "make test" in lines
     assert not any(re.search(r"\b(pytest|pip|papermill|uv)\b", line) for line in lines)

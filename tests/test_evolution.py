@@ -470,6 +470,7 @@ def test_centered_ranks_are_invariant_to_increasing_transforms():
 @pytest.mark.parametrize(
     ("shaping", "optimizer"), [("centered_rank", "adam"), ("none", "sgd"), ("standardize", "adam")]
 )
+@pytest.mark.slow
 def test_es_improves_a_quadratic(shaping, optimizer):
     optimum = torch.linspace(-1, 1, 10)
 
@@ -509,6 +510,7 @@ def test_es_stops_at_target_and_counts_evaluations_without_monitor():
     assert result.evaluations == 9 * (result.generations + 1)
 
 
+@pytest.mark.multiprocess
 def test_parallel_es_matches_the_serial_run():
     """Two processes, each evaluating half of every step's perturbations, make the same updates."""
     fitness = CartPoleFitness(hidden=2, episodes=3, horizon=60)

@@ -1,4 +1,3 @@
-
 import pytest
 import torch
 from torch import nn
@@ -25,8 +24,9 @@ def mlp(n_blocks: int = 3, **kwargs) -> ResidualMLP:
 
 def transformer(n_layers: int = 3) -> TransformerClassifier:
     torch.manual_seed(0)
-    return TransformerClassifier(vocab_size=20, n_classes=4, max_len=6, d_model=8, n_heads=2,
-                                 n_layers=n_layers)
+    return TransformerClassifier(
+        vocab_size=20, n_classes=4, max_len=6, d_model=8, n_heads=2, n_layers=n_layers
+    )
 
 
 def expected_depth(name: str, model: nn.Module) -> int | str:
@@ -36,7 +36,9 @@ def expected_depth(name: str, model: nn.Module) -> int | str:
         return "head"
     if isinstance(model, ResidualMLP):
         n = len(model.blocks)
-        return {"stem": 0, "norm": n}.get(parts[0], int(parts[1]) + 1 if parts[0] == "blocks" else -1)
+        return {"stem": 0, "norm": n}.get(
+            parts[0], int(parts[1]) + 1 if parts[0] == "blocks" else -1
+        )
     if parts[0] in ("embed", "position"):
         return 0
     return int(parts[2]) + 1  # encoder.layers.<i>.…
@@ -55,8 +57,9 @@ def per_parameter(groups) -> dict[int, tuple[float, float]]:
 def test_groups_cover_every_parameter_once_with_the_intended_lr_and_decay(make):
     model = make()
     blocks, head = blocks_of(model)
-    groups = layerwise_param_groups(model, blocks, head, BASE_LR, layer_decay=DECAY,
-                                    head_lr_mult=HEAD_MULT, weight_decay=WD)
+    groups = layerwise_param_groups(
+        model, blocks, head, BASE_LR, layer_decay=DECAY, head_lr_mult=HEAD_MULT, weight_decay=WD
+    )
     seen = per_parameter(groups)
     named = dict(model.named_parameters())
     assert set(seen) == {id(p) for p in named.values()}
@@ -64,7 +67,9 @@ def test_groups_cover_every_parameter_once_with_the_intended_lr_and_decay(make):
     for name, param in named.items():
         lr, wd = seen[id(param)]
         depth = expected_depth(name, model)
-        want_lr = BASE_LR * HEAD_MULT if depth == "head" else BASE_LR * DECAY ** (n_blocks - 1 - depth)
+        want_lr = (
+            BASE_LR * HEAD_MULT if depth == "head" else BASE_LR * DECAY ** (n_blocks - 1 - depth)
+        )
         assert lr == pytest.approx(want_lr, rel=1e-12), name
         # In these models the no-decay parameters are exactly the 1-D ones (biases, norm gains).
         assert wd == (0.0 if param.ndim == 1 else WD), name
@@ -89,8 +94,9 @@ def test_transformer_norms_and_attention_biases_get_no_decay():
 
 def test_decay_everything_when_asked():
     model = mlp()
-    groups = layerwise_param_groups(model, *blocks_of(model), BASE_LR, weight_decay=WD,
-                                    decay_norm_and_bias=True)
+    groups = layerwise_param_groups(
+        model, *blocks_of(model), BASE_LR, weight_decay=WD, decay_norm_and_bias=True
+    )
     assert all(g["weight_decay"] == WD for g in groups)
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
@@ -102,7 +108,9 @@ def test_frozen_parameters_are_left_out():
     groups = layerwise_param_groups(model, blocks, head, BASE_LR)
     ids = set(per_parameter(groups))
     assert ids == {id(p) for p in model.parameters() if p.requires_grad}
-    assert all(not n.startswith(("stem", "blocks.0.")) for n in group_table(model, groups)["parameter"])
+    assert all(
+        not n.startswith(("stem", "blocks.0.")) for n in group_table(model, groups)["parameter"]
+    )
 
 
 def test_bad_block_lists_are_refused():
@@ -129,21 +137,29 @@ def test_is_no_decay_by_module_type():
 
 def block_sizes(n_inputs: int, width: int, n_blocks: int, n_classes: int, expansion: int = 2):
     """Closed-form parameter counts of ResidualMLP's blocks (as blocks_of groups them) and head."""
-    block = 2 * width + (width * expansion * width + expansion * width) + (expansion * width * width + width)
+    block = (
+        2 * width
+        + (width * expansion * width + expansion * width)
+        + (expansion * width * width + width)
+    )
     sizes = [n_inputs * width + width] + [block] * n_blocks
     sizes[-1] += 2 * width  # the final LayerNorm travels with the top block
     return sizes, width * n_classes + n_classes
 
 
-@pytest.mark.parametrize("ratio, n_frozen", [(0.0, 0), (0.25, 1), (0.3, 1), (0.5, 2), (0.75, 3),
-                                             (0.99, 3), (1.0, 4)])
+@pytest.mark.parametrize(
+    "ratio, n_frozen", [(0.0, 0), (0.25, 1), (0.3, 1), (0.5, 2), (0.75, 3), (0.99, 3), (1.0, 4)]
+)
 def test_freeze_by_ratio_freezes_the_bottom_fraction(ratio, n_frozen):
     model = mlp(n_blocks=3)
     blocks, _ = blocks_of(model)
     assert freeze_by_ratio(blocks, ratio) == n_frozen
     for index, block in enumerate(blocks):
-        flags = {p.requires_grad for part in block for p in part.parameters()} if index else \
-            {p.requires_grad for p in model.stem.parameters()}
+        flags = (
+            {p.requires_grad for part in block for p in part.parameters()}
+            if index
+            else {p.requires_grad for p in model.stem.parameters()}
+        )
         assert flags == {index >= n_frozen}
     sizes, head = block_sizes(12, 8, 3, 5)
     assert count_parameters(model, trainable_only=False) == sum(sizes) + head
@@ -161,6 +177,7 @@ def test_freezing_again_with_a_lower_ratio_unfreezes():
         freeze_by_ratio(blocks, 1.5)
 
 
+@pytest.mark.slow
 def test_frozen_blocks_do_not_change_in_training():
     model = mlp(n_blocks=2)
     blocks, head = blocks_of(model)

@@ -291,6 +291,7 @@ def test_conditional_step_feeds_labels_to_both_networks():
         MLP(3, 1)(torch.randn(2, 3), torch.zeros(2, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_a_short_1d_gan_moves_the_generator_to_the_data():
     torch.manual_seed(0)
     generator, discriminator = MLP(1, 1, hidden=16), MLP(1, 1, hidden=16)

@@ -24,15 +24,24 @@ def fake(name: str, needs: int, result):
         if isinstance(result, Exception):
             raise result
         return result
+
     return gpu_check.Check(name, needs, "a fake path", run)
 
 
 def test_failures_are_reported_and_the_rest_still_runs(tmp_path):
-    checks = (fake("a", 1, {"x": 1}), fake("b", 1, AssertionError("b is off by 2.0")),
-              fake("c", 1, {"y": 2}), fake("d", 2, {"z": 3}))
+    checks = (
+        fake("a", 1, {"x": 1}),
+        fake("b", 1, AssertionError("b is off by 2.0")),
+        fake("c", 1, {"y": 2}),
+        fake("d", 2, {"z": 3}),
+    )
     outcomes = gpu_check.run_checks(torch.device("cpu"), 1, checks)
     assert [(o.name, o.status) for o in outcomes] == [
-        ("a", "passed"), ("b", "failed"), ("c", "passed"), ("d", "not run")]
+        ("a", "passed"),
+        ("b", "failed"),
+        ("c", "passed"),
+        ("d", "not run"),
+    ]
     assert "needs 2 GPUs, 1 visible" in outcomes[3].detail
     assert gpu_check.exit_status(outcomes, 1) == 1
     assert gpu_check.exit_status(outcomes[:1] + outcomes[2:], 1) == 0, "not run is not a failure"
@@ -55,8 +64,11 @@ def test_no_gpu_says_so_and_exits_2(capsys):
     assert "no CUDA GPU is visible" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("check", [c for c in gpu_check.CHECKS if c.needs_gpus == 1],
-                         ids=lambda c: c.name)
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize(
+    "check", [c for c in gpu_check.CHECKS if c.needs_gpus == 1], ids=lambda c: c.name
+)
 def test_every_single_gpu_check_runs_on_the_cpu(check, one_torch_thread):
     if "DDP" in check.name:
         pytest.importorskip("torch.distributed")

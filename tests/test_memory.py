@@ -134,6 +134,7 @@ def test_saved_tensor_meter_tells_freed_graphs_from_kept_ones():
     assert leaky.alive_bytes == 0
 
 
+@pytest.mark.slow
 def test_memory_reading_and_tracking_on_cpu():
     reading = memory_reading("cpu")
     assert reading.source == "process RSS" and reading.peak_bytes >= reading.current_bytes > 0
@@ -172,6 +173,7 @@ def test_mlp_training_step_is_one_sgd_step_on_a_fresh_batch():
     built(2)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS needs Linux")
 def test_a_real_allocation_failure_under_a_capped_address_space():
     result = capped_backoff_in_subprocess(48 * MIB, 4096, width=1024, depth=2, n_features=256)

@@ -158,9 +158,12 @@ def _tiny_data(n=64):
 
 def _tiny_model(seed):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    return nn.Sequential(
+        nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
+    )
 
 
+@pytest.mark.slow
 def test_precision_trial_fp16_at_a_huge_lr_hits_inf_where_fp32_stays_finite():
     x, y = _tiny_data()
     fp16 = precision_trial(_tiny_model(0), x, y, dtype="fp16", lr=30.0, batch_size=32, steps=20)
@@ -188,9 +191,14 @@ def test_seconds_per_call_counts_calls_and_threads_are_restored():
 
 def test_compare_seconds_interleaves_and_ranks():
     order = []
-    times = compare_seconds({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                            repeats=2, number=1, warmup=0)
+    times = compare_seconds(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+        repeats=2,
+        number=1,
+        warmup=0,
+    )
     assert order == ["a", "b", "a", "b"] and set(times) == {"a", "b"}
-    slow = compare_seconds({"fast": lambda: None, "slow": lambda: time.sleep(0.002)},
-                           repeats=2, number=2, warmup=1)
+    slow = compare_seconds(
+        {"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, repeats=2, number=2, warmup=1
+    )
     assert slow["slow"] > slow["fast"] and slow["slow"] >= 0.002

@@ -310,6 +310,7 @@ def test_typical_steps_keep_the_median_step_its_speedup_and_error():
 # ------------------------------------------------------------------ for real, on two processes
 
 
+@pytest.mark.multiprocess
 def test_every_pipeline_equals_the_unsplit_model():
     """Three stages (a middle one both receives and sends), five ways, against one process."""
     job = pl.PipelineJob(model="alexnet", width=8, batch=18, n_micro=3, cuts=(4, 10))
@@ -411,6 +412,7 @@ def test_recorder_counts_activation_bytes_once_and_skips_parameters():
     out.sum().backward()
 
 
+@pytest.mark.multiprocess
 def test_measured_steps_have_the_shape_of_their_schedule():
     job = pl.PipelineJob(
         model="stack",

@@ -90,6 +90,7 @@ def run_script_isolated(root: Path) -> tuple[dict, set[str]]:
     return json.loads(done.stdout.strip().splitlines()[-1]), new_sessions
 
 
+@pytest.mark.multiprocess
 def test_ray_tune_searches_failures_and_files(tmp_path: Path) -> None:
     """One Ray start (slow), several properties: checked in one test so it starts once."""
     pytest.importorskip("ray.tune")
@@ -157,6 +158,7 @@ def test_ray_temp_dir_is_build_ray_when_short_and_a_short_system_folder_when_not
         shutil.rmtree(chosen, ignore_errors=True)
 
 
+@pytest.mark.multiprocess
 def test_start_ray_removes_its_short_folder_when_ray_fails_to_start(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -182,6 +184,7 @@ def test_start_ray_removes_its_short_folder_when_ray_fails_to_start(
     assert len(made) == 1 and not Path(made[0]).exists()
 
 
+@pytest.mark.multiprocess
 def test_start_ray_retries_once_when_the_node_start_up_times_out(
     tmp_path: Path, monkeypatch
 ) -> None:

@@ -15,16 +15,21 @@ def write_notebook(path, *sources, parameters="EPOCHS = 1\nDEVICE = 'auto'"):
 
 def test_parameters_are_limited_to_those_the_notebook_declares(tmp_path):
     notebook = write_notebook(tmp_path / "07_demo.ipynb")
-    profile = {"defaults": {"DEVICE": "cuda", "AMP": True},
-               "notebooks": {"07_demo": {"EPOCHS": 9, "time_budget_s": 30}}}
+    profile = {
+        "defaults": {"DEVICE": "cuda", "AMP": True},
+        "notebooks": {"07_demo": {"EPOCHS": 9, "time_budget_s": 30}},
+    }
     assert run_course.notebook_parameters(profile, notebook) == {"DEVICE": "cuda", "EPOCHS": 9}
 
 
+@pytest.mark.kernel
+@pytest.mark.slow
 def test_execute_records_results_and_names_the_failing_cell(tmp_path, monkeypatch):
     monkeypatch.delenv(RESULTS_ENV, raising=False)
     profile = {"defaults": {}, "notebooks": {"98_ok": {"EPOCHS": 3, "time_budget_s": 60}}}
-    ok = write_notebook(tmp_path / "98_ok.ipynb",
-                        "from helpers.report import record\nrecord('epochs_seen', EPOCHS)")
+    ok = write_notebook(
+        tmp_path / "98_ok.ipynb", "from helpers.report import record\nrecord('epochs_seen', EPOCHS)"
+    )
     bad = write_notebook(tmp_path / "99_bad.ipynb", "x = 1", "raise ValueError('boom')")
     passed = run_course.execute(ok, profile, tmp_path / "out")
     failed = run_course.execute(bad, profile, tmp_path / "out")

@@ -43,8 +43,9 @@ def test_activation_formula_equals_saved_tensor_bytes(shape, one_torch_thread):
     block = Block(h, a)
     x = torch.randn(b, s, h, requires_grad=True)
     measured = activation_bytes(block, x)
-    assert measured == an.block_activation_bytes(s, b, h, a, value_bytes=4, dropout=False,
-                                                 small_terms=True)
+    assert measured == an.block_activation_bytes(
+        s, b, h, a, value_bytes=4, dropout=False, small_terms=True
+    )
 
 
 def test_counted_model_states_are_exact(one_torch_thread):

@@ -11,14 +11,19 @@ from helpers.scale import comm_model as cm
 @pytest.mark.parametrize("world", [2, 4, 8])
 def test_fit_recovers_alpha_and_bandwidth(world):
     truth = cm.AlphaBeta(alpha_s=30e-6, bandwidth=2e9)
-    sizes = [2.0 ** k for k in range(10, 25)]
+    sizes = [2.0**k for k in range(10, 25)]
     noise = torch.Generator().manual_seed(world)
-    times = [cm.predict_allreduce_s(n, world, truth) * (1 + 0.01 * torch.randn(1, generator=noise).item())
-             for n in sizes]
+    times = [
+        cm.predict_allreduce_s(n, world, truth)
+        * (1 + 0.01 * torch.randn(1, generator=noise).item())
+        for n in sizes
+    ]
     fit = cm.fit_alpha_beta(sizes, times, world)
     assert fit.bandwidth == pytest.approx(truth.bandwidth, rel=0.03)
     assert fit.alpha_s == pytest.approx(truth.alpha_s, rel=0.2)
-    exact = cm.fit_alpha_beta(sizes, [cm.predict_allreduce_s(n, world, truth) for n in sizes], world)
+    exact = cm.fit_alpha_beta(
+        sizes, [cm.predict_allreduce_s(n, world, truth) for n in sizes], world
+    )
     assert exact.alpha_s == pytest.approx(truth.alpha_s, rel=1e-6)
     assert exact.bandwidth == pytest.approx(truth.bandwidth, rel=1e-6)
 

@@ -18,9 +18,16 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.multiprocess]
 SPEC = ModelSpec(vocab=16, width=32, heads=4, n_blocks=2, max_len=16)
 
 
+@pytest.mark.multiprocess
 def test_zero_stages_equal_ddp_and_shard_the_state():
-    ranks = launch(zero.zero_demo, 2, zero.ZeroJob(spec=SPEC, batch=4, seq=12, steps=3),
-                   device="cpu", threads_per_worker=1, echo=False)
+    ranks = launch(
+        zero.zero_demo,
+        2,
+        zero.ZeroJob(spec=SPEC, batch=4, seq=12, steps=3),
+        device="cpu",
+        threads_per_worker=1,
+        echo=False,
+    )
     psi = ranks[0]["psi"]
     for r in ranks:
         v = r["variants"]
@@ -53,10 +60,17 @@ def test_assign_buckets():
         dh.assign_buckets([1], 0)
 
 
+@pytest.mark.multiprocess
 def test_hook_ddp_equals_ddp_and_allreduce_timings_in_one_job():
     job = dh.HookJob(spec=SPEC, batch=4, seq=12, steps=3)
-    both = launch(several, 2, [(dh.hook_ddp_equivalence, (job,)), (cm.time_allreduce, ([64, 4096], 2, 1))],
-                  device="cpu", threads_per_worker=1, echo=False)
+    both = launch(
+        several,
+        2,
+        [(dh.hook_ddp_equivalence, (job,)), (cm.time_allreduce, ([64, 4096], 2, 1))],
+        device="cpu",
+        threads_per_worker=1,
+        echo=False,
+    )
     ranks = [b[0] for b in both]
     timings = both[0][1]
     assert [t["bytes"] for t in timings] == [64, 4096]
@@ -78,8 +92,9 @@ def test_hook_ddp_on_one_rank_keeps_gradients_and_refuses_unused_parameters(tmp_
     import torch.distributed as dist
     from torch import nn
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0,
-                            world_size=1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1
+    )
     try:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))

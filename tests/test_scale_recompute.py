@@ -26,8 +26,9 @@ def test_full_recompute_keeps_only_block_inputs(one_torch_thread):
     plain = rc.body_activation_bytes(spec.build("none"), hidden)
     full = rc.body_activation_bytes(spec.build("full"), hidden)
     assert full == an.full_recompute_activation_bytes(16, 3, 32, 5, value_bytes=4)
-    assert plain == 5 * an.block_activation_bytes(16, 3, 32, 4, value_bytes=4, dropout=False,
-                                                  small_terms=True)
+    assert plain == 5 * an.block_activation_bytes(
+        16, 3, 32, 4, value_bytes=4, dropout=False, small_terms=True
+    )
 
 
 def test_bad_mode_is_refused():

@@ -27,7 +27,7 @@ def test_reversal_data_targets_are_reversed_sources_with_eos():
         assert ((digits >= FIRST_SYMBOL) & (digits < FIRST_SYMBOL + 5)).all()
         assert (src[row, length:] == PAD).all()
         assert tgt[row, :length].tolist() == digits.flip(0).tolist()
-        assert tgt[row, length] == EOS and (tgt[row, length + 1:] == PAD).all()
+        assert tgt[row, length] == EOS and (tgt[row, length + 1 :] == PAD).all()
     again, _ = reversal_data(50, 2, 6, n_symbols=5, seed=0)
     assert torch.equal(src, again)
     with pytest.raises(ValueError):
@@ -95,14 +95,24 @@ def test_sequence_loss_ignores_padding():
     assert sequence_loss(logits, tgt) < 1e-3
 
 
+@pytest.mark.slow
 def test_training_learns_short_reversals_by_free_running_decoding(one_torch_thread):
     torch.manual_seed(0)
     train = reversal_data(400, 1, 3, n_symbols=3, seed=0)
     test = reversal_data(200, 1, 3, n_symbols=3, seed=1)
     model = Seq2Seq(vocab_size=FIRST_SYMBOL + 3, embed_dim=8, hidden=32)
     before = decode_accuracy(model, *test)
-    run = train_seq2seq(model, train, test, teacher_forcing_schedule("constant", 200),
-                        steps=200, batch_size=32, lr=1e-2, seed=0, eval_every=100)
+    run = train_seq2seq(
+        model,
+        train,
+        test,
+        teacher_forcing_schedule("constant", 200),
+        steps=200,
+        batch_size=32,
+        lr=1e-2,
+        seed=0,
+        eval_every=100,
+    )
     assert [h["step"] for h in run.history] == [100, 200]
     assert run.exact_match > 0.9 > before["exact_match"]
     assert 0.0 <= run.token_accuracy <= 1.0

@@ -47,6 +47,7 @@ def test_fsdp_refuses_a_batch_that_does_not_split():
         sh.fsdp_equivalence(0, 3, sh.ShardingJob(batch=16))
 
 
+@pytest.mark.multiprocess
 def test_tensor_parallel_and_fsdp_equal_one_process():
     job = sh.ShardingJob(in_features=12, dim=16, hidden=64, n_blocks=2, batch=8, steps=2)
     ranks = launch(sh.sharding_demo, 2, job, device="cpu", threads_per_worker=1, echo=False)

@@ -20,7 +20,9 @@ from course.sections import (
     words,
 )
 
-FENCE_THEN_HEADING = "Text.\n\n```bash\n# a comment, not a heading\n```\n\n## Exercises\n\n**Exercise 1 — x.** Do."
+FENCE_THEN_HEADING = (
+    "Text.\n\n```bash\n# a comment, not a heading\n```\n\n## Exercises\n\n**Exercise 1 — x.** Do."
+)
 
 
 def toy_notebook(tmp_path, prose_words: int = 50, code_lines: int = 3, long_output: int = 0):
@@ -28,22 +30,30 @@ def toy_notebook(tmp_path, prose_words: int = 50, code_lines: int = 3, long_outp
     filler = "\n\n".join(" ".join(["word"] * 50) for _ in range(prose_words // 50))
     stream = "".join(f"line {i}\n" for i in range(long_output))
     cells = [
-        new_markdown_cell("# 05 · Toy\n\nMotivation paragraph.\n\n**Learning objectives**\n"
-                          "- Learn one thing,\n  over two lines.\n- Learn another.\n\n"
-                          "**Prerequisites:** none.\n\n**Run time:** about 5 s on 2 CPU cores."),
+        new_markdown_cell(
+            "# 05 · Toy\n\nMotivation paragraph.\n\n**Learning objectives**\n"
+            "- Learn one thing,\n  over two lines.\n- Learn another.\n\n"
+            "**Prerequisites:** none.\n\n**Run time:** about 5 s on 2 CPU cores."
+        ),
         new_markdown_cell("## Parameters"),
         new_code_cell("SEED = 0", metadata={"tags": ["parameters"]}),
         new_markdown_cell(f"## 1 · First\n\n{filler}\n\n### 1.1 Sub\n\nMore text. Why is it so?"),
-        new_code_cell("\n".join(f"x{i} = {i}" for i in range(code_lines)),
-                      outputs=[new_output("stream", name="stdout", text=stream or "ok\n")]),
+        new_code_cell(
+            "\n".join(f"x{i} = {i}" for i in range(code_lines)),
+            outputs=[new_output("stream", name="stdout", text=stream or "ok\n")],
+        ),
         new_markdown_cell("Tail of section 1.\n\n## 2 · Second?\n\nShort."),
         new_markdown_cell("## Exercises\n\n**Exercise 1 — add two numbers.** Write `add`."),
-        new_code_cell("def add(a, b):\n    return a + b",
-                      metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}}),
+        new_code_cell(
+            "def add(a, b):\n    return a + b",
+            metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}},
+        ),
         new_code_cell("# Check\nassert add(1, 2) == 3", metadata={"tags": ["check"]}),
-        new_markdown_cell("**Exercise 2 (discussion, no check).** Is it fast?\n\n"
-                          "## Summary — pin this to the wall\n\n- [ ] one\n- [ ] two\n\n"
-                          "## References\n\n- A paper."),
+        new_markdown_cell(
+            "**Exercise 2 (discussion, no check).** Is it fast?\n\n"
+            "## Summary — pin this to the wall\n\n- [ ] one\n- [ ] two\n\n"
+            "## References\n\n- A paper."
+        ),
     ]
     path = tmp_path / "05_toy.ipynb"
     nbformat.write(new_notebook(cells=cells), path)
@@ -62,14 +72,22 @@ def test_outline_of_a_toy_notebook(tmp_path):
     assert outline.title == "05 · Toy"
     assert outline.objectives == ["Learn one thing, over two lines.", "Learn another."]
     assert [s.title for s in outline.body] == ["1 · First", "2 · Second?"]
-    assert [s.kind for s in outline.sections] == ["parameters", "body", "body", "exercises",
-                                                  "summary", "references"]
+    assert [s.kind for s in outline.sections] == [
+        "parameters",
+        "body",
+        "body",
+        "exercises",
+        "summary",
+        "references",
+    ]
     first = outline.body[0]
     assert [s.title for s in first.subsections] == ["1.1 Sub"]
     assert "Tail of section 1." in first.subsections[0].all_blocks()[-1].source
     exercises = outline.exercises
     assert [(e.number, e.title, e.checked) for e in exercises] == [
-        (1, "add two numbers", True), (2, "(discussion, no check)", False)]
+        (1, "add two numbers", True),
+        (2, "(discussion, no check)", False),
+    ]
     assert all("return a + b" not in b.source for e in exercises for b in e.blocks)
     assert outline.checklist == ["one", "two"]
 
@@ -109,8 +127,11 @@ def test_budget_follows_word_and_code_counts(tmp_path):
     short = read_outline(toy_notebook(tmp_path / "a"))
     raw = guide.section_minutes(short.body[0], pace)
     filler = "\n\n".join(" ".join(["word"] * 50) for _ in range(1))
-    counted = (words(f"## 1 · First\n\n{filler}") + words("### 1.1 Sub\n\nMore text. Why is it so?")
-               + words("Tail of section 1.")) / pace.words_per_minute
+    counted = (
+        words(f"## 1 · First\n\n{filler}")
+        + words("### 1.1 Sub\n\nMore text. Why is it so?")
+        + words("Tail of section 1.")
+    ) / pace.words_per_minute
     assert raw == pytest.approx(counted + 3 / pace.code_lines_per_minute, rel=0.02)
     (tmp_path / "b").mkdir()
     long = read_outline(toy_notebook(tmp_path / "b", prose_words=9000, code_lines=600))
@@ -163,16 +184,27 @@ def test_deck_order_objectives_first_checklist_last(tmp_path):
     assert deck[0].title == "05 · Toy" and "Learn another." in deck[0].cells[0].source
     assert deck[1].vertical and deck[1].title == "Facilitator's guide"
     horizontal = [s.title for s in deck if not s.vertical]
-    assert horizontal == ["05 · Toy", "Parameters", "1 · First", "2 · Second?", "Exercises",
-                          "References", "Summary — pin this to the wall"]
+    assert horizontal == [
+        "05 · Toy",
+        "Parameters",
+        "1 · First",
+        "2 · Second?",
+        "Exercises",
+        "References",
+        "Summary — pin this to the wall",
+    ]
     assert [s.title for s in deck if s.vertical and s.title.startswith("Exercise ")] == [
-        "Exercise 1", "Exercise 2"]
+        "Exercise 1",
+        "Exercise 2",
+    ]
     notebook = slides.deck_notebook(outline)
     assert notebook.cells[0].metadata.slideshow.slide_type == "slide"
     sources = "\n".join(c.source for c in notebook.cells)
     assert "return a + b" not in sources  # solutions never reach the slides
-    assert "Motivation paragraph." in [c.source for c in notebook.cells
-                                       if c.metadata.slideshow.slide_type == "notes"][0]
+    assert (
+        "Motivation paragraph."
+        in [c.source for c in notebook.cells if c.metadata.slideshow.slide_type == "notes"][0]
+    )
 
 
 def test_long_code_and_outputs_are_trimmed_and_outputs_are_fragments(tmp_path):
@@ -180,19 +212,26 @@ def test_long_code_and_outputs_are_trimmed_and_outputs_are_fragments(tmp_path):
     cells = slides.deck_notebook(outline).cells
     code = next(c for c in cells if c.cell_type == "code" and c.source.startswith("x0"))
     assert len(code.source.split("\n")) == slides.MAX_CODE_LINES
-    assert code.source.endswith(f"# … {40 - slides.MAX_CODE_LINES + 1} more lines: see the notebook")
+    assert code.source.endswith(
+        f"# … {40 - slides.MAX_CODE_LINES + 1} more lines: see the notebook"
+    )
     shown = next(c for c in cells if c.cell_type == "code" and "slide-output" in c.metadata.tags)
     assert shown.metadata.slideshow.slide_type == "fragment"
     text = shown.outputs[0]["text"].rstrip("\n").split("\n")
     assert len(text) == slides.MAX_OUTPUT_LINES
-    assert text[-1] == "line 99" and text[-2] == f"… ({100 - slides.MAX_OUTPUT_LINES + 1} lines trimmed) …"
+    assert (
+        text[-1] == "line 99"
+        and text[-2] == f"… ({100 - slides.MAX_OUTPUT_LINES + 1} lines trimmed) …"
+    )
 
 
 def test_an_overfull_section_continues_on_vertical_slides(tmp_path):
     outline = read_outline(toy_notebook(tmp_path, prose_words=2500))
     deck = slides.section_slides(outline.body[0])
     continued = [s for s in deck if s.title == "1 · First"]
-    assert len(continued) > 2 and not continued[0].vertical and all(s.vertical for s in continued[1:])
+    assert (
+        len(continued) > 2 and not continued[0].vertical and all(s.vertical for s in continued[1:])
+    )
     assert all(s.height <= slides.SLIDE_CAPACITY for s in continued)
 
 
@@ -215,8 +254,9 @@ def test_report_page_without_and_with_a_report(tmp_path):
     build = tmp_path / "build"
     assert "No report yet" in site.report_page(tmp_path, build)
     (build / "cpu").mkdir(parents=True)
-    (build / "cpu" / "report.md").write_text("# Course report — profile `cpu`\n\n| a |\n|---|\n"
-                                             "\n![wall time per notebook](report.png)\n")
+    (build / "cpu" / "report.md").write_text(
+        "# Course report — profile `cpu`\n\n| a |\n|---|\n\n![wall time per notebook](report.png)\n"
+    )
     (build / "cpu" / "report.png").write_bytes(b"\x89PNG")
     page = site.report_page(tmp_path, build)
     assert "## Course report — profile `cpu`" in page and "(report-cpu.png)" in page

@@ -63,7 +63,9 @@ def test_holm_against_a_hand_worked_example():
 
 def test_verdict_prints_the_statement_its_truth_and_the_figures(capsys):
     assert verdict("pipelining is faster", 1.52 > 1.0, speedup=1.52, seeds=3) is True
-    assert capsys.readouterr().out == "Verdict: pipelining is faster: True (speedup=1.52, seeds=3)\n"
+    assert (
+        capsys.readouterr().out == "Verdict: pipelining is faster: True (speedup=1.52, seeds=3)\n"
+    )
     assert verdict("X beats Y", np.bool_(False)) is False
     assert capsys.readouterr().out == "Verdict: X beats Y: False\n"
 

@@ -44,7 +44,9 @@ def test_mlp_layer_shapes_and_parameter_count():
     model = mlp(64, 10, hidden=32, depth=2, dropout=0.1)
     linears = [m for m in model if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(64, 32), (32, 32), (32, 10)]
-    assert sum(p.numel() for p in model.parameters()) == (64 * 32 + 32) + (32 * 32 + 32) + (32 * 10 + 10)
+    assert sum(p.numel() for p in model.parameters()) == (64 * 32 + 32) + (32 * 32 + 32) + (
+        32 * 10 + 10
+    )
     assert sum(isinstance(m, nn.Dropout) for m in model) == 2
     assert len(mlp(4, 3, depth=0)) == 1
     with pytest.raises(ValueError, match="choose one of"):

@@ -142,6 +142,7 @@ def test_evaluate_restores_nothing_but_uses_eval_mode():
     assert not model.training
 
 
+@pytest.mark.slow
 def test_fit_learns_the_digits_and_checkpoints_the_best_epoch(tmp_path):
     seed_everything(0)
     train, val = digits_loaders(batch_size=64, seed=0)

@@ -34,10 +34,18 @@ pytestmark = [pytest.mark.web, pytest.mark.slow, pytest.mark.timeout(1800)]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = BUILD_DIR / "web-check"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-breakpad",
-                  "--window-size=1280,800"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-breakpad",
+    "--window-size=1280,800",
+]
 MATHJAX_DONE = """if (!document.querySelector('script[src*="mathjax/"]')) return true;
 if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return false;
 if (!window.__courseHooked) {
@@ -54,8 +62,10 @@ BROKEN_IMAGES = """return Array.from(document.images)
 
 def require_browser() -> None:
     if not CHROMIUM or not Path(CHROMEDRIVER).is_file():
-        pytest.skip("headless Chromium not installed: install the Debian packages chromium and "
-                    "chromium-driver (apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "headless Chromium not installed: install the Debian packages chromium and "
+            "chromium-driver (apt-get install -y chromium chromium-driver)"
+        )
     pytest.importorskip("selenium", reason="the selenium package is not installed (pip)")
 
 
@@ -94,8 +104,12 @@ def browser(server):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     home = Path(profile) / "home"  # Chromium's crash reports and dconf go here, not under ~
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "XDG_CACHE_HOME": str(home / ".cache")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+    }
     service = Service(executable_path=CHROMEDRIVER, env=env)
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(60)
@@ -113,7 +127,9 @@ def wait_for(driver, script: str, timeout: float = 60.0, what: str = "condition"
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} on {driver.current_url}")
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what} on {driver.current_url}"
+    )
 
 
 def console_errors(driver) -> list[str]:
@@ -136,7 +152,9 @@ def open_page(driver, url: str, shot: str) -> str:
     prose = driver.execute_script(PROSE_TEXT)
     for raw in ("$$", "\\(", "\\["):
         assert raw not in prose, f"untypeset math ({raw!r}) on {url}"
-    assert not driver.find_elements("css selector", "mjx-merror, [data-mjx-error]"), f"math errors on {url}"
+    assert not driver.find_elements("css selector", "mjx-merror, [data-mjx-error]"), (
+        f"math errors on {url}"
+    )
     return prose
 
 
@@ -157,8 +175,10 @@ def test_site_navigation_reaches_every_notebook_with_its_outputs(server, browser
         math = len(browser.find_elements("css selector", "span.math, div.math"))
         typeset = len(browser.find_elements("css selector", "mjx-container"))
         assert typeset >= math, f"{notebook.stem}: {math} formulas, {typeset} typeset"
-        links = {a.text: a.get_attribute("href") for a in
-                 browser.find_elements("css selector", "a.course-link")}
+        links = {
+            a.text: a.get_attribute("href")
+            for a in browser.find_elements("css selector", "a.course-link")
+        }
         assert links.get("Slides", "").endswith(f"slides/{notebook.stem}.html")
         assert links.get("Notebook", "").endswith(f"_sources/{notebook.name}")
 
@@ -175,8 +195,11 @@ def test_site_report_guides_and_search(server, browser):
     prose = open_page(browser, server + f"site/guides/{first}.html", "site-guide")
     assert "Agenda" in prose and "total" in prose
     browser.get(server + "site/search.html?q=checkpoint")
-    results = wait_for(browser, "return document.querySelectorAll('#search-results li').length",
-                       what="search results")
+    results = wait_for(
+        browser,
+        "return document.querySelectorAll('#search-results li').length",
+        what="search results",
+    )
     browser.save_screenshot(str(SHOTS / "site-search.png"))
     assert results >= 1
     assert not console_errors(browser)
@@ -190,7 +213,9 @@ def test_every_deck_loads_renders_and_advances(server, browser):
         outline = read_outline(BUILD_DIR / "site-src" / notebook.name)  # the built snapshot
         expected = len(horizontal_titles(outline))
         if any("$" in b.source for s in outline.sections for b in s.all_blocks()):
-            assert browser.find_elements("css selector", "mjx-container"), f"no math typeset in {url}"
+            assert browser.find_elements("css selector", "mjx-container"), (
+                f"no math typeset in {url}"
+            )
         assert browser.execute_script("return Reveal.getHorizontalSlides().length") == expected
         assert browser.execute_script("return Reveal.getIndices().h") == 0
         body = browser.find_element("tag name", "body")

@@ -41,10 +41,18 @@ def physics_step(state: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(theta), torch.sin(theta)
     temp = (force + POLE_MASS_LENGTH * theta_dot**2 * sin) / TOTAL_MASS
     theta_acc = (GRAVITY * sin - cos * temp) / (
-        HALF_LENGTH * (4.0 / 3.0 - MASS_POLE * cos**2 / TOTAL_MASS))
+        HALF_LENGTH * (4.0 / 3.0 - MASS_POLE * cos**2 / TOTAL_MASS)
+    )
     x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
-    return torch.stack([x + TAU * x_dot, x_dot + TAU * x_acc,
-                        theta + TAU * theta_dot, theta_dot + TAU * theta_acc], dim=-1)
+    return torch.stack(
+        [
+            x + TAU * x_dot,
+            x_dot + TAU * x_acc,
+            theta + TAU * theta_dot,
+            theta_dot + TAU * theta_acc,
+        ],
+        dim=-1,
+    )
 
 
 def failed(state: torch.Tensor) -> torch.Tensor:
@@ -62,15 +70,17 @@ def n_params(hidden: int) -> int:
 def policy_output(params: torch.Tensor, obs: torch.Tensor, hidden: int) -> torch.Tensor:
     """Outputs of P policies on their observations: params (P, n_params), obs (P, E, 4) -> (P, E)."""
     if params.shape[-1] != n_params(hidden):
-        raise ValueError(f"hidden={hidden} needs {n_params(hidden)} parameters, got {params.shape[-1]}.")
+        raise ValueError(
+            f"hidden={hidden} needs {n_params(hidden)} parameters, got {params.shape[-1]}."
+        )
     if hidden == 0:
         weight, bias = params[:, :OBS_DIM], params[:, OBS_DIM:]
         return torch.baddbmm(bias[:, :, None], obs, weight[:, :, None]).squeeze(-1)
     pop = params.shape[0]
     w1_end = OBS_DIM * hidden
     w1 = params[:, :w1_end].reshape(pop, hidden, OBS_DIM)
-    b1 = params[:, w1_end:w1_end + hidden]
-    w2 = params[:, w1_end + hidden:w1_end + 2 * hidden]
+    b1 = params[:, w1_end : w1_end + hidden]
+    w2 = params[:, w1_end + hidden : w1_end + 2 * hidden]
     b2 = params[:, -1:]
     h = torch.tanh(torch.baddbmm(b1[:, None, :], obs, w1.transpose(1, 2)))
     return torch.baddbmm(b2[:, :, None], h, w2[:, :, None]).squeeze(-1)
@@ -134,5 +144,9 @@ class CartPoleFitness:
         starts = initial_states(self.episodes, self.seed, self.start_scale, population.device)
         if self.vectorised:
             return episode_returns(population, self.hidden, starts, self.horizon).mean(dim=1)
-        return torch.cat([episode_returns(individual[None], self.hidden, starts, self.horizon)
-                          for individual in population]).mean(dim=1)
+        return torch.cat(
+            [
+                episode_returns(individual[None], self.hidden, starts, self.horizon)
+                for individual in population
+            ]
+        ).mean(dim=1)

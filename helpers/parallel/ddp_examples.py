@@ -278,7 +278,9 @@ def measure_scaling(
         if world_size == 1:  # the single-process baseline: the model without DDP
             torch.manual_seed(0)
             plain = spec.build().to(device)
-            calls["plain"] = partial(_plain_step, plain, torch.optim.SGD(plain.parameters(), lr=1e-3), x, y)
+            calls["plain"] = partial(
+                _plain_step, plain, torch.optim.SGD(plain.parameters(), lr=1e-3), x, y
+            )
         dist.barrier()
         best = compare_seconds(
             calls,

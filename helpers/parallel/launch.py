@@ -302,7 +302,7 @@ def _failure(
     reports = []
     for rank, proc in enumerate(procs):
         code = proc.poll()
-        if code in (None, 0):
+        if code is None or code == 0:
             continue
         report_file = job_dir / f"rank{rank}.error.json"
         if report_file.is_file():
@@ -368,7 +368,6 @@ def _echo_output(job_dir: Path, world_size: int) -> None:
             text = "".join(f"[rank {rank}] {line}" for line in text.splitlines(keepends=True))
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
-
 
 
 def setup_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> torch.device:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.distributed as dist
@@ -149,7 +149,9 @@ def pipeline_equivalence(rank: int, world_size: int, job: PipelineJob) -> dict[s
     loss_fn = nn.functional.cross_entropy
     ref_loss = loss_fn(model(x), y)
     ref_loss.backward()
-    reference = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    reference = {
+        n: cast(torch.Tensor, p.grad).detach().clone() for n, p in model.named_parameters()
+    }
     stages = split_sequential(model, cuts)
     shapes = activation_shapes(stages, input_shape(job.model, job.width))
     stage = stages[rank]

@@ -214,10 +214,15 @@ def run_schedule(
         i = op.microbatch
         receive_follows = position + 1 < len(order) and mail.receives(order[position + 1])
         if op.kind == "F":
-            inp = inputs[i] if rank == 0 else mail.receive().requires_grad_(True)
+            if rank == 0:
+                assert inputs is not None, "rank 0 feeds the micro-batches"
+                inp = inputs[i]
+            else:
+                inp = mail.receive().requires_grad_(True)
             with rec.busy("F", i), rec.saving(i, params):
                 out = stage(inp)
                 if last:
+                    assert targets is not None, "the last rank computes the loss"
                     out = loss_fn(out, targets[i]) / n_micro
             if last:
                 loss_total += out.item()
@@ -232,6 +237,7 @@ def run_schedule(
             rec.release(i)
             inp = saved_inputs.pop(i)
             if rank > 0:
+                assert inp.grad is not None, "the received activation required grad"
                 mail.send(inp.grad, rank - 1, receive_follows)  # the input's gradient back
         else:
             raise ValueError(f"unknown op kind {op.kind!r}")

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -233,7 +233,9 @@ def _reference_run(
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         if step == 0:
-            first_grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+            first_grads = {
+                n: cast(torch.Tensor, p.grad).detach().clone() for n, p in model.named_parameters()
+            }
         opt.step()
         losses.append(loss.item())
     return model, losses, first_grads
@@ -263,7 +265,8 @@ def _train_and_compare(
         if step == 0:
             forward_comm, backward_comm = fwd.summary(), bwd.summary()
             grad_diff = max_abs_diff(
-                {n: _full(p.grad) for n, p in model.named_parameters()}, ref_grads
+                {n: _full(cast(torch.Tensor, p.grad)) for n, p in model.named_parameters()},
+                ref_grads,
             )
         opt.step()
         losses.append(step_loss(loss))
@@ -340,7 +343,9 @@ def fsdp_equivalence(rank: int, world_size: int, job: ShardingJob) -> dict[str, 
         dist.all_reduce(total)
         return total.item() / world_size
 
-    hooks = [layer.register_forward_hook(watch) for block in model.blocks for layer in block]
+    hooks = [
+        layer.register_forward_hook(watch) for block in model.blocks for layer in block.children()
+    ]
     at_rest = parameter_bytes(model)
     compared = _train_and_compare(model, x, y, opt, job, reference, step_loss=global_loss)
     for hook in hooks:

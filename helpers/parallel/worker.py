@@ -78,7 +78,7 @@ def worker_main(job_dir_text: str, rank: int) -> None:
         report = {"time": time.time(), "traceback": traceback.format_exc()}
         (job_dir / f"rank{rank}.error.json").write_text(json.dumps(report))
         sys.stdout.flush()
-        sys.stderr.write(report["traceback"])
+        sys.stderr.write(str(report["traceback"]))
         sys.stderr.flush()
         os._exit(1)  # skip process-group teardown: the peers may be gone or stuck
     sys.stdout.flush()

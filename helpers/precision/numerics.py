@@ -31,13 +31,23 @@ _LAYOUT: dict[torch.dtype, tuple[int, int]] = {
     torch.bfloat16: (8, 7),
 }
 FORMAT_NAMES: dict[str, torch.dtype] = {
-    "fp64": torch.float64, "float64": torch.float64, "double": torch.float64,
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp64": torch.float64,
+    "float64": torch.float64,
+    "double": torch.float64,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 SHORT_NAMES: dict[torch.dtype, str] = {
-    torch.float64: "fp64", torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16",
+    torch.float64: "fp64",
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
 }
 
 
@@ -52,7 +62,9 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
         return dtype
     if isinstance(dtype, str) and dtype.lower() in FORMAT_NAMES:
         return FORMAT_NAMES[dtype.lower()]
-    raise ValueError(f"Unknown floating-point format {dtype!r}; known names: {sorted(FORMAT_NAMES)}.")
+    raise ValueError(
+        f"Unknown floating-point format {dtype!r}; known names: {sorted(FORMAT_NAMES)}."
+    )
 
 
 @dataclass(frozen=True)
@@ -173,9 +185,13 @@ class NonFiniteEvent:
 
     def __str__(self) -> str:
         where = repr(self.module) if self.module else "the model itself"
-        origin = "its inputs were finite" if self.inputs_finite else "its inputs were already non-finite"
-        return (f"first non-finite output: module {where} ({self.module_type}), "
-                f"{self.kind} in {self.nans + self.infs}/{self.numel} values; {origin}")
+        origin = (
+            "its inputs were finite" if self.inputs_finite else "its inputs were already non-finite"
+        )
+        return (
+            f"first non-finite output: module {where} ({self.module_type}), "
+            f"{self.kind} in {self.nans + self.infs}/{self.numel} values; {origin}"
+        )
 
 
 @dataclass
@@ -219,10 +235,18 @@ class NonFiniteDetector:
             nans, infs, numel = _nonfinite_counts(output)
             if nans or infs:
                 in_nans, in_infs, _ = _nonfinite_counts(inputs)
-                self.events.append(NonFiniteEvent(
-                    module=name, module_type=type(module).__name__, call=call, nans=nans,
-                    infs=infs, numel=numel, inputs_finite=not (in_nans or in_infs),
-                ))
+                self.events.append(
+                    NonFiniteEvent(
+                        module=name,
+                        module_type=type(module).__name__,
+                        call=call,
+                        nans=nans,
+                        infs=infs,
+                        numel=numel,
+                        inputs_finite=not (in_nans or in_infs),
+                    )
+                )
+
         return hook
 
     @property
@@ -252,8 +276,11 @@ def first_nonfinite(model: nn.Module, *inputs: Any, **kwargs: Any) -> NonFiniteE
 
 def nonfinite_gradients(model: nn.Module) -> list[str]:
     """Names of the parameters whose ``.grad`` holds NaN or inf (empty when all are finite)."""
-    return [name for name, p in model.named_parameters()
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+    ]
 
 
 # --------------------------------------------------------------------------- a stability trial

@@ -69,18 +69,21 @@ def fit_alpha_beta(n_bytes: list[float], seconds: list[float], world: int) -> Al
     x, y = torch.tensor(n_bytes, dtype=torch.float64), torch.tensor(seconds, dtype=torch.float64)
     if (y <= 0).any():
         raise ValueError("every time must be positive.")
-    w = 1.0 / y ** 2
+    w = 1.0 / y**2
     xm, ym = (w * x).sum() / w.sum(), (w * y).sum() / w.sum()
     slope = (w * (x - xm) * (y - ym)).sum() / (w * (x - xm) ** 2).sum()
     intercept = ym - slope * xm
     if slope <= 0:
         raise ValueError("the times do not grow with the message size: no bandwidth to fit.")
-    return AlphaBeta(alpha_s=max(0.0, intercept.item()) / (2 * (world - 1)),
-                     bandwidth=2 * (world - 1) / (world * slope.item()))
+    return AlphaBeta(
+        alpha_s=max(0.0, intercept.item()) / (2 * (world - 1)),
+        bandwidth=2 * (world - 1) / (world * slope.item()),
+    )
 
 
-def time_allreduce(rank: int, world_size: int, sizes_bytes: list[int], repeats: int = 10,
-                   warmup: int = 3) -> list[dict[str, Any]]:
+def time_allreduce(
+    rank: int, world_size: int, sizes_bytes: list[int], repeats: int = 10, warmup: int = 3
+) -> list[dict[str, Any]]:
     """Median and fastest seconds of an fp32 all-reduce of each size (ranks aligned by a barrier).
 
     Sizes are interleaved over the repeats, so a burst of load from elsewhere hits them alike.
@@ -97,5 +100,12 @@ def time_allreduce(rank: int, world_size: int, sizes_bytes: list[int], repeats: 
                 torch.cuda.synchronize(device)
             if repeat >= warmup:
                 times[n].append(time.perf_counter() - started)
-    return [{"rank": rank, "bytes": 4 * buffers[n].numel(), "median_s": statistics.median(t),
-             "best_s": min(t)} for n, t in times.items()]
+    return [
+        {
+            "rank": rank,
+            "bytes": 4 * buffers[n].numel(),
+            "median_s": statistics.median(t),
+            "best_s": min(t),
+        }
+        for n, t in times.items()
+    ]

@@ -14,8 +14,9 @@ from typing import Any
 import torch.distributed as dist
 
 
-def several(rank: int, world_size: int,
-            calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[Any]:
+def several(
+    rank: int, world_size: int, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]]
+) -> list[Any]:
     """Run ``fn(rank, world_size, *args)`` for each ``(fn, args)`` in turn; their results in order.
 
     A barrier separates the calls, so one experiment's stragglers never overlap the next.

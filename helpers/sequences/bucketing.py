@@ -52,13 +52,17 @@ class SequenceDataset(Dataset):
             self.labels = torch.from_numpy(np.array(labels, dtype=np.int64))
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str], labels: Sequence[int], vocab: CharVocab) -> SequenceDataset:
+    def from_texts(
+        cls, texts: Sequence[str], labels: Sequence[int], vocab: CharVocab
+    ) -> SequenceDataset:
         """Encode ``texts`` character by character with ``vocab`` (no padding, no truncation)."""
         return cls([torch.tensor(vocab.encode(text), dtype=torch.long) for text in texts], labels)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> SequenceDataset:
         """A new dataset holding the samples at ``indices`` (in that order)."""
-        return SequenceDataset([self.sequences[int(i)] for i in indices], self.labels[np.asarray(indices)])
+        return SequenceDataset(
+            [self.sequences[int(i)] for i in indices], self.labels[np.asarray(indices)]
+        )
 
     @property
     def lengths(self) -> np.ndarray:
@@ -82,7 +86,9 @@ def pad_collate(
     if len(batch) == 0:
         raise ValueError("pad_collate got an empty batch.")
     sequences, labels = zip(*batch, strict=True)
-    padded = nn.utils.rnn.pad_sequence(list(sequences), batch_first=True, padding_value=padding_value)
+    padded = nn.utils.rnn.pad_sequence(
+        list(sequences), batch_first=True, padding_value=padding_value
+    )
     return padded, torch.as_tensor(labels, dtype=torch.long)
 
 
@@ -154,7 +160,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             if self.shuffle:
                 bucket = bucket[torch.randperm(len(bucket), generator=generator).numpy()]
             for start in range(0, len(bucket), self.batch_size):
-                batch = bucket[start:start + self.batch_size]
+                batch = bucket[start : start + self.batch_size]
                 if len(batch) == self.batch_size or not self.drop_last:
                     batches.append(batch.tolist())
         if self.shuffle:
@@ -206,6 +212,12 @@ def sequence_loader(
     """
     lengths = dataset.lengths
     boundaries = None if n_buckets is None else quantile_boundaries(lengths, n_buckets)
-    sampler = BucketBatchSampler(lengths, batch_size, boundaries, shuffle=shuffle, drop_last=drop_last,
-                                 generator=torch.Generator().manual_seed(seed))
+    sampler = BucketBatchSampler(
+        lengths,
+        batch_size,
+        boundaries,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate)

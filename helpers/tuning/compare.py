@@ -59,6 +59,8 @@ def optuna_tpe_hyperband(
     (a pairing the pruner's documentation discusses; close to BOHB). Trials run one after another
     until at least ``max_total_epochs`` epochs are spent. Every epoch goes through
     ``TrialRunner``, so the result sits on the same budget axis as the course's own searches."""
+    import warnings
+
     import optuna
 
     runner = TrialRunner(objective, seed)
@@ -77,9 +79,13 @@ def optuna_tpe_hyperband(
         if runner.epochs_used >= max_total_epochs:
             study.stop()
 
+    with warnings.catch_warnings():  # Optuna marks multivariate=True as experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # multivariate: one joint model over all hyperparameters, as in BOHB
+        sampler = optuna.samplers.TPESampler(multivariate=True, seed=seed)
     study = optuna.create_study(
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=sampler,
         pruner=optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=max_epochs, reduction_factor=eta
         ),
