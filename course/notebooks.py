@@ -85,6 +85,12 @@ class ExerciseOutcome:
     solution_error: str = ""
 
 
+# What a Check may fail with on the learner's stub: its own assertion, or the stub's
+# NotImplementedError reaching it. Any other error (NameError, TypeError on a None answer, an
+# import that fails) means the Check itself is broken, not that it caught a wrong answer.
+STUB_FAILURES = ("AssertionError", "NotImplementedError")
+
+
 def _error_of(cell: nbformat.NotebookNode) -> str:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
@@ -145,7 +151,8 @@ def check_exercises(path: Path, timeout_s: int = 300) -> list[ExerciseOutcome]:
             raise RuntimeError(f"{path.name}: a setup cell failed: {error}")
         outcome = outcomes.setdefault(index, ExerciseOutcome(index, False, False))
         if role == "check-stub":
-            outcome.fails_on_stub, outcome.stub_error = bool(error), error
+            outcome.fails_on_stub = error.startswith(tuple(f"{e}:" for e in STUB_FAILURES))
+            outcome.stub_error = error
         elif role == "check-solution":
             outcome.passes_on_solution, outcome.solution_error = not error, error
     outcomes.pop(-1, None)

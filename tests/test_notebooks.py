@@ -77,7 +77,8 @@ def test_exercises_fail_on_the_stub_and_pass_on_the_solution(path: Path):
             f"check cell {outcome.check_index}: {outcome.solution_error}"
         )
         assert outcome.fails_on_stub, (
-            f"check cell {outcome.check_index} passes on the stub (vacuous)"
+            f"check cell {outcome.check_index} does not fail on the stub with an assertion "
+            f"(vacuous, or broken: {outcome.stub_error or 'no error'})"
         )
 
 
@@ -137,3 +138,21 @@ def test_a_vacuous_check_is_detected(tmp_path):
     good, vacuous = check_exercises(path)
     assert good.fails_on_stub and good.passes_on_solution
     assert vacuous.passes_on_solution and not vacuous.fails_on_stub
+
+
+@pytest.mark.kernel
+def test_a_check_that_crashes_on_the_stub_does_not_count_as_failing(tmp_path):
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 2.0", metadata={"tags": ["solution"]}),
+            nbformat.v4.new_code_cell("assert abs(x - 2) < 1e-9", metadata={"tags": ["check"]}),
+            nbformat.v4.new_code_cell("def f():\n    return 3", metadata={"tags": ["solution"]}),
+            nbformat.v4.new_code_cell("assert f() == 3", metadata={"tags": ["check"]}),
+        ]
+    )
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(notebook, path)
+    crashing, raising = check_exercises(path)
+    assert crashing.passes_on_solution and not crashing.fails_on_stub
+    assert crashing.stub_error.startswith("TypeError")  # None - 2: the Check is broken
+    assert raising.fails_on_stub and raising.stub_error.startswith("NotImplementedError")

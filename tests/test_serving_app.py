@@ -62,27 +62,34 @@ def test_batch_endpoint_matches_single_predictions(client, predictor):
     assert [i.top[0].label for i in items] == [p[0][0] for p in predictor.predict(NAMES[:4], 1)]
 
 
-@pytest.mark.parametrize(("path", "body", "message"), [
-    ("/predict", {"text": ""}, "empty or only whitespace"),
-    ("/predict", {"text": "   \t"}, "empty or only whitespace"),
-    ("/predict", {"text": "a" * (MAX_TEXT_CHARS + 1)}, f"at most {MAX_TEXT_CHARS} characters"),
-    ("/predict", {"text": 123}, "valid string"),
-    ("/predict", {"text": ["Smith"]}, "valid string"),
-    ("/predict", {"text": None}, "valid string"),
-    ("/predict", {}, "Field required"),
-    ("/predict", {"text": "Smith", "top_k": "2"}, "valid integer"),
-    ("/predict", {"text": "Smith", "top_k": 0}, "greater than or equal to 1"),
-    ("/predict", {"text": "Smith", "top_k": 5}, "exceeds the 3 classes"),
-    ("/predict", {"text": "Smith", "extra": 1}, "Extra inputs are not permitted"),
-    ("/predict", {"text": "Sm1th#"}, "outside the model's vocabulary: '1#'"),
-    ("/predict", ["Smith"], "valid dictionary"),
-    ("/predict/batch", {"texts": []}, "at least 1 item"),
-    ("/predict/batch", {"texts": ["Smith"] * (MAX_BATCH_ITEMS + 1)}, f"at most {MAX_BATCH_ITEMS} items"),
-    ("/predict/batch", {"texts": ["Smith", " "]}, "texts[1] is empty"),
-    ("/predict/batch", {"texts": ["Smith", "x" * 30]}, "texts[1] has 30 characters"),
-    ("/predict/batch", {"texts": ["Smith", "Røssi"]}, "text 1 has characters outside"),
-    ("/predict/batch", {"texts": "Smith"}, "valid list"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/predict", {"text": ""}, "empty or only whitespace"),
+        ("/predict", {"text": "   \t"}, "empty or only whitespace"),
+        ("/predict", {"text": "a" * (MAX_TEXT_CHARS + 1)}, f"at most {MAX_TEXT_CHARS} characters"),
+        ("/predict", {"text": 123}, "valid string"),
+        ("/predict", {"text": ["Smith"]}, "valid string"),
+        ("/predict", {"text": None}, "valid string"),
+        ("/predict", {}, "Field required"),
+        ("/predict", {"text": "Smith", "top_k": "2"}, "valid integer"),
+        ("/predict", {"text": "Smith", "top_k": 0}, "greater than or equal to 1"),
+        ("/predict", {"text": "Smith", "top_k": 5}, "exceeds the 3 classes"),
+        ("/predict", {"text": "Smith", "extra": 1}, "Extra inputs are not permitted"),
+        ("/predict", {"text": "Sm1th#"}, "outside the model's vocabulary: '1#'"),
+        ("/predict", ["Smith"], "valid dictionary"),
+        ("/predict/batch", {"texts": []}, "at least 1 item"),
+        (
+            "/predict/batch",
+            {"texts": ["Smith"] * (MAX_BATCH_ITEMS + 1)},
+            f"at most {MAX_BATCH_ITEMS} items",
+        ),
+        ("/predict/batch", {"texts": ["Smith", " "]}, "texts[1] is empty"),
+        ("/predict/batch", {"texts": ["Smith", "x" * 30]}, "texts[1] has 30 characters"),
+        ("/predict/batch", {"texts": ["Smith", "Røssi"]}, "text 1 has characters outside"),
+        ("/predict/batch", {"texts": "Smith"}, "valid list"),
+    ],
+)
 def test_bad_input_gets_a_4xx_with_a_message(def_client, path, body, message):
     response = def_client.post(path, json=body)
     assert 400 <= response.status_code < 500, response.text
@@ -91,16 +98,22 @@ def test_bad_input_gets_a_4xx_with_a_message(def_client, path, body, message):
 
 def test_every_endpoint_style_checks_its_input(client):
     """The checks made inside the handlers (not by Pydantic) hold for all three styles."""
-    for body, message in [({"text": "Sm1th#"}, "vocabulary"), ({"text": "Smith", "top_k": 5}, "exceeds")]:
+    for body, message in [
+        ({"text": "Sm1th#"}, "vocabulary"),
+        ({"text": "Smith", "top_k": 5}, "exceeds"),
+    ]:
         response = client.post("/predict", json=body)
         assert response.status_code == 422 and message in response.json()["detail"]
 
 
 def test_malformed_json_and_wrong_method(client):
-    response = client.post("/predict", content=b'{"text": "Smi', headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=b'{"text": "Smi', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422 and "JSON" in response.json()["detail"]
-    lone_surrogate = client.post("/predict", content=b'{"text": "Sm\\ud800th"}',
-                                 headers={"content-type": "application/json"})
+    lone_surrogate = client.post(
+        "/predict", content=b'{"text": "Sm\\ud800th"}', headers={"content-type": "application/json"}
+    )
     assert lone_surrogate.status_code == 422 and "unicode" in lone_surrogate.json()["detail"]
     assert client.get("/predict").status_code == 405
     assert client.post("/nowhere", json={}).status_code == 404
@@ -133,6 +146,7 @@ def test_widen_keeps_predictions(predictor):
     wide = widen(small, 48)
     assert wide.model.gru.hidden_size == 48
     from helpers.data import encode_padded
+
     tokens, _ = encode_padded(NAMES, predictor.vocab, 10)
     with torch.no_grad():
         assert torch.allclose(wide.model(tokens), predictor.model(tokens), atol=1e-6)
@@ -152,7 +166,9 @@ def test_percentile_matches_numpy():
 
 def test_batcher_groups_concurrent_requests_and_keeps_order():
     async def scenario():
-        batcher = DynamicBatcher(lambda items: [x * 10 for x in items], max_batch_size=4, max_wait_s=0.05)
+        batcher = DynamicBatcher(
+            lambda items: [x * 10 for x in items], max_batch_size=4, max_wait_s=0.05
+        )
         await batcher.start()
         results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
         await batcher.stop()
@@ -170,7 +186,9 @@ def test_batcher_passes_errors_to_every_waiter_and_waits_at_most_max_wait():
     async def scenario():
         batcher = DynamicBatcher(fail, max_batch_size=8, max_wait_s=0.01)
         await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(batcher.submit(i) for i in range(3)), return_exceptions=True
+        )
         ok = DynamicBatcher(lambda items: items, max_batch_size=8, max_wait_s=0.02)
         await ok.start()
         loop = asyncio.get_running_loop()

@@ -20,7 +20,15 @@ def model_and_batches():
     vocab = CharVocab.from_texts(names)
     torch.manual_seed(0)
     model = GRUClassifier(len(vocab), 5, embed_dim=8, hidden=24).eval()
-    batches = [encode_padded(names[i:i + n], vocab, 24)[0] for i, n in [(0, 1), (5, 3), (50, 40), (900, 128)]]
+    batches = [
+        encode_padded(names[i : i + n], vocab, 24)[0]
+        for i, n in [(0, 1), (5, 3), (50, 40), (900, 128)]
+    ]
+    # the Predictor pads a batch only to its longest text: narrower tensors than the trace's
+    for width in (3, 7, 12):
+        group = [n for n in names if len(n) == width][:1] + [n for n in names if len(n) < width][:8]
+        batches.append(encode_padded(group, vocab, width)[0])
+    assert {b.shape[1] for b in batches} == {3, 7, 12, 24}
     return model, batches
 
 
@@ -41,6 +49,11 @@ def test_the_comparison_sees_a_changed_model(model_and_batches, one_torch_thread
     exported = export_torchscript(model, batches[2])
     other = GRUClassifier(model.embed.num_embeddings, 5, embed_dim=8, hidden=24).eval()
     assert max_output_diff(other, exported, batches) > 1e-3
+    nudged = GRUClassifier(model.embed.num_embeddings, 5, embed_dim=8, hidden=24).eval()
+    nudged.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        nudged.head.bias[0] += 1e-3  # a change just above the tolerance is still seen
+    assert max_output_diff(model, export_torchscript(nudged, batches[2]), batches) > 1e-5
 
 
 def test_load_of_a_missing_file_is_a_clear_error(tmp_path):

@@ -15,7 +15,9 @@ NAMES = ["Nakamura", "O'Neill", "Smith", "Müller"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=8,
 )
 # Bodies that look almost right: the expected keys with values of any type, or the wrong keys.
@@ -43,13 +45,17 @@ def check(response) -> None:
         assert response.json()["detail"], response.text
 
 
-@settings(max_examples=240, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=240, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=near_misses, path=st.sampled_from(["/predict", "/predict/batch"]))
 def test_json_bodies_never_get_a_5xx(client, body, path):
     check(client.post(path, content=json.dumps(body), headers={"content-type": "application/json"}))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=raw_bytes, content_type=st.sampled_from(["application/json", "text/plain", ""]))
 def test_raw_bytes_never_get_a_5xx(client, body, content_type):
     headers = {"content-type": content_type} if content_type else {}

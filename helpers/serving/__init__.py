@@ -6,6 +6,7 @@
   ``/health``, clear 4xx for every bad input; ``def`` / ``async def`` / batched endpoints.
 - ``batching``: ``DynamicBatcher``, a queue that runs concurrent requests as one batch.
 - ``server``: ``ServerProcess``, uvicorn in a child process on a free loopback port, always stopped.
-- ``load``: a bounded asyncio + httpx load generator and latency percentiles.
+- ``load``: a bounded asyncio + httpx load generator, latency percentiles, and ``interleaved_sweep``
+  (paths × concurrency levels in interleaved rounds, with the server's CPU time per request).
 - ``export``: the TorchScript CPU path and its equality check against the eager model.
 """

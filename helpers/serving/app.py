@@ -8,6 +8,7 @@ input is answered with a 4xx whose ``detail`` says what was wrong; nothing is gu
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -53,7 +54,9 @@ class BatchRequest(BaseModel):
             if not text.strip():
                 raise ValueError(f"texts[{i}] is empty or only whitespace")
             if len(text) > MAX_TEXT_CHARS:
-                raise ValueError(f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+                raise ValueError(
+                    f"texts[{i}] has {len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+                )
         return texts
 
 
@@ -90,8 +93,11 @@ def reject_unknown_characters(predictor: Predictor, texts: list[str]) -> None:
     for i, text in enumerate(texts):
         unknown = predictor.unknown_characters(text)
         if unknown:
-            raise HTTPException(422, f"text {i} has characters outside the model's vocabulary: "
-                                     f"{''.join(unknown)!r}; remove or transliterate them")
+            raise HTTPException(
+                422,
+                f"text {i} has characters outside the model's vocabulary: "
+                f"{''.join(unknown)!r}; remove or transliterate them",
+            )
 
 
 def check_top_k(predictor: Predictor, top_k: int) -> None:
@@ -100,13 +106,22 @@ def check_top_k(predictor: Predictor, top_k: int) -> None:
 
 
 def as_predictions(predictor: Predictor, texts: list[str], tops: list) -> list[Prediction]:
-    return [Prediction(text=t, model_version=predictor.version,
-                       top=[ClassProbability(label=c, probability=p) for c, p in top])
-            for t, top in zip(texts, tops, strict=True)]
+    return [
+        Prediction(
+            text=t,
+            model_version=predictor.version,
+            top=[ClassProbability(label=c, probability=p) for c, p in top],
+        )
+        for t, top in zip(texts, tops, strict=True)
+    ]
 
 
-def create_app(predictor: Predictor, endpoint_style: str = "def",
-               batching: BatchingConfig | None = None, lab_routes: bool = False) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    endpoint_style: str = "def",
+    batching: BatchingConfig | None = None,
+    lab_routes: bool = False,
+) -> FastAPI:
     """The app. ``endpoint_style`` picks how ``POST /predict`` runs the model: ``"def"`` (in
     FastAPI's threadpool), ``"async"`` (inside ``async def``: it blocks the event loop) or
     ``"batched"`` (``async def`` awaiting a :class:`DynamicBatcher`, which runs the model off the
@@ -114,7 +129,9 @@ def create_app(predictor: Predictor, endpoint_style: str = "def",
     server can compare them, and ``/lab/echo/predict``: the same request and response with no
     model (a uniform answer), to measure what HTTP, validation and JSON cost per request."""
     if endpoint_style not in ENDPOINT_STYLES:
-        raise ValueError(f"endpoint_style must be one of {ENDPOINT_STYLES}, got {endpoint_style!r}.")
+        raise ValueError(
+            f"endpoint_style must be one of {ENDPOINT_STYLES}, got {endpoint_style!r}."
+        )
     batching = batching or BatchingConfig()
     holder: dict[str, DynamicBatcher] = {}
     # FastAPI's threadpool runs up to 40 `def` calls at once; CPU-bound model calls beyond the
@@ -126,7 +143,9 @@ def create_app(predictor: Predictor, endpoint_style: str = "def",
         if endpoint_style == "batched" or lab_routes:
             holder["batcher"] = DynamicBatcher(
                 lambda items: predictor.predict([t for t, _ in items], max(k for _, k in items)),
-                batching.max_batch_size, batching.max_wait_s)
+                batching.max_batch_size,
+                batching.max_wait_s,
+            )
             await holder["batcher"].start()
         yield
         if "batcher" in holder:
@@ -169,12 +188,19 @@ def create_app(predictor: Predictor, endpoint_style: str = "def",
         top = [(c, 1 / len(predictor.classes)) for c in predictor.classes[: request.top_k]]
         return as_predictions(predictor, [request.text], [top])[0]
 
-    handlers = {"def": predict_in_threadpool, "async": predict_on_event_loop,
-                "batched": predict_batched}
+    handlers = {
+        "def": predict_in_threadpool,
+        "async": predict_on_event_loop,
+        "batched": predict_batched,
+    }
     app.post("/predict", response_model=Prediction)(handlers[endpoint_style])
     if lab_routes:
         for style, handler in {**handlers, "echo": echo}.items():
             app.post(f"/lab/{style}/predict", response_model=Prediction)(handler)
+
+        @app.get("/lab/cpu")
+        async def cpu_seconds() -> dict[str, float]:
+            return {"process_cpu_s": time.process_time()}
 
     @app.post("/predict/batch", response_model=BatchPrediction)
     def predict_batch(request: BatchRequest) -> BatchPrediction:
@@ -182,7 +208,8 @@ def create_app(predictor: Predictor, endpoint_style: str = "def",
         reject_unknown_characters(predictor, request.texts)
         with model_lock:
             tops = predictor.predict(request.texts, request.top_k)
-        return BatchPrediction(items=as_predictions(predictor, request.texts, tops),
-                               model_version=predictor.version)
+        return BatchPrediction(
+            items=as_predictions(predictor, request.texts, tops), model_version=predictor.version
+        )
 
     return app

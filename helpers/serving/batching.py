@@ -18,8 +18,12 @@ from typing import Any
 class DynamicBatcher:
     """Collect concurrent ``submit`` calls into batches for ``run_batch(items) -> results``."""
 
-    def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]], max_batch_size: int = 32,
-                 max_wait_s: float = 0.005):
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], Sequence[Any]],
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.005,
+    ):
         if max_batch_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_s >= 0.")
         self.run_batch, self.max_batch_size, self.max_wait_s = run_batch, max_batch_size, max_wait_s
@@ -46,14 +50,16 @@ class DynamicBatcher:
         return await future
 
     async def _collect(self) -> list[tuple[Any, asyncio.Future]]:
-        batch = [await self.queue.get()]                      # wait for the first request
+        queue = self.queue
+        assert queue is not None, "start() creates the queue before the worker runs"
+        batch = [await queue.get()]  # wait for the first request
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
             except asyncio.TimeoutError:
                 break
         return batch
@@ -66,7 +72,9 @@ class DynamicBatcher:
             try:
                 results = await asyncio.to_thread(self.run_batch, items)
                 if len(results) != len(items):
-                    raise RuntimeError(f"run_batch returned {len(results)} results for {len(items)} items.")
+                    raise RuntimeError(
+                        f"run_batch returned {len(results)} results for {len(items)} items."
+                    )
             except Exception as exc:  # every waiting request gets the error, none hangs
                 for _, future in batch:
                     if not future.done():

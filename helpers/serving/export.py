@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 
-def export_torchscript(model: torch.nn.Module, example_tokens: torch.Tensor) -> torch.jit.ScriptModule:
+def export_torchscript(
+    model: torch.nn.Module, example_tokens: torch.Tensor
+) -> torch.jit.ScriptModule:
     """Trace ``model`` on ``example_tokens`` (a padded batch with varied lengths), freeze it and
     apply ``optimize_for_inference``. Tracing records the ops run for the example, so the
     example must take the same code path as every real input (here: always the packed GRU)."""
@@ -32,8 +34,9 @@ def export_torchscript(model: torch.nn.Module, example_tokens: torch.Tensor) -> 
         return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
 
-def max_output_diff(reference: torch.nn.Module, candidate: torch.nn.Module,
-                    batches: Iterable[torch.Tensor]) -> float:
+def max_output_diff(
+    reference: torch.nn.Module, candidate: torch.nn.Module, batches: Iterable[torch.Tensor]
+) -> float:
     """Largest |reference(x) - candidate(x)| over all ``batches`` (eager vs exported)."""
     worst = 0.0
     with torch.no_grad():

@@ -1,12 +1,18 @@
-"""A bounded load generator (asyncio + httpx) and latency percentiles.
+"""A bounded load generator (asyncio streams, keep-alive HTTP/1.1) and latency percentiles.
 
 ``run_load`` sends a fixed number of requests with a fixed number in flight, to a loopback URL
-only, and stops by itself; it returns throughput, latency percentiles and the status codes.
+only, and stops by itself; it returns throughput, latency percentiles, the status codes and the
+CPU time the client itself spent. It is a *closed-loop* generator: a worker sends its next
+request only when the previous one is answered, so a slow server also slows the arrivals (and
+hides part of its own queueing: "coordinated omission"). ``interleaved_sweep`` runs it on
+several paths and concurrency levels in interleaved rounds and, when the server exposes
+``/lab/cpu``, also records the server's CPU time per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import statistics
 import threading
@@ -44,6 +50,7 @@ class LoadResult:
     wall_s: float
     status_counts: dict[int, int] = field(default_factory=dict)
     responses: tuple[Any, ...] = ()
+    client_cpu_s: float = 0.0
 
     @property
     def requests_per_s(self) -> float:
@@ -54,39 +61,108 @@ class LoadResult:
 
     def row(self) -> dict[str, float]:
         """One table row: concurrency, requests/s and p50/p95/p99 in milliseconds."""
-        return {"concurrency": self.concurrency, "requests": len(self.latencies),
-                "requests_per_s": self.requests_per_s, "p50_ms": self.ms(50),
-                "p95_ms": self.ms(95), "p99_ms": self.ms(99),
-                "non_2xx": sum(n for code, n in self.status_counts.items() if code >= 300)}
+        return {
+            "concurrency": self.concurrency,
+            "requests": len(self.latencies),
+            "requests_per_s": self.requests_per_s,
+            "p50_ms": self.ms(50),
+            "p95_ms": self.ms(95),
+            "p99_ms": self.ms(99),
+            "non_2xx": sum(n for code, n in self.status_counts.items() if code >= 300),
+            "client_cpu_ms": 1000 * self.client_cpu_s / len(self.latencies),
+        }
 
 
-async def run_load(url: str, bodies: Sequence[Any], concurrency: int, timeout_s: float = 30.0,
-                   keep_responses: bool = False) -> LoadResult:
-    """POST each of ``bodies`` (JSON) to ``url``, at most ``concurrency`` in flight at a time."""
-    require_loopback(urlsplit(url).hostname or "")
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON: a minimal client on asyncio streams.
+
+    A general client (httpx) costs the load generator a few CPU milliseconds per request in
+    Python, enough on a small machine for the generator, not the server, to set the pace; this
+    one only writes a request line, three headers and the body, and reads the status line, the
+    headers and ``Content-Length`` bytes back."""
+
+    def __init__(self, host: str, port: int, timeout_s: float):
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return await asyncio.wait_for(self._post(path, body), self.timeout_s)
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split(" ", 2)[1])
+        headers = dict(line.split(":", 1) for line in head[1:] if ":" in line)
+        headers = {name.strip().lower(): value.strip() for name, value in headers.items()}
+        if "content-length" not in headers:
+            raise RuntimeError(f"{path}: response without Content-Length ({headers}).")
+        content = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, content
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+            self.reader = self.writer = None
+
+
+async def run_load(
+    url: str,
+    bodies: Sequence[Any],
+    concurrency: int,
+    timeout_s: float = 30.0,
+    keep_responses: bool = False,
+) -> LoadResult:
+    """POST each of ``bodies`` (JSON) to ``url``, at most ``concurrency`` in flight at a time:
+    ``concurrency`` workers, one keep-alive connection each, share one iterator over the bodies."""
+    parts = urlsplit(url)
+    host = require_loopback(parts.hostname or "")
     if concurrency < 1 or not bodies:
         raise ValueError("run_load needs concurrency >= 1 and at least one body.")
+    path = parts.path or "/"
+    payloads = [json.dumps(body).encode() for body in bodies]
     latencies = [0.0] * len(bodies)
     statuses = [0] * len(bodies)
     responses: list[Any] = [None] * len(bodies)
     next_index = iter(range(len(bodies)))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        async def worker() -> None:
-            for i in next_index:                      # shared iterator: each body sent once
+    async def worker() -> None:
+        connection = Connection(host, parts.port or 80, timeout_s)
+        try:
+            for i in next_index:  # shared iterator: each body sent once
                 started = time.perf_counter()
-                response = await client.post(url, json=bodies[i])
+                statuses[i], content = await connection.post(path, payloads[i])
                 latencies[i] = time.perf_counter() - started
-                statuses[i] = response.status_code
                 if keep_responses:
-                    responses[i] = response.json()
+                    responses[i] = json.loads(content)
+        finally:
+            await connection.close()
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall_s = time.perf_counter() - started
-    return LoadResult(concurrency, tuple(latencies), wall_s, dict(Counter(statuses)),
-                      tuple(responses) if keep_responses else ())
+    started, cpu_started = time.perf_counter(), time.thread_time()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall_s = time.perf_counter() - started
+    client_cpu_s = time.thread_time() - cpu_started  # the whole client runs in this thread
+    return LoadResult(
+        concurrency,
+        tuple(latencies),
+        wall_s,
+        dict(Counter(statuses)),
+        tuple(responses) if keep_responses else (),
+        client_cpu_s,
+    )
 
 
 def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -113,23 +189,56 @@ def measure_load(url: str, bodies: Sequence[Any], concurrency: int, **kwargs: An
     return run_sync(lambda: run_load(url, bodies, concurrency, **kwargs))
 
 
-def interleaved_load(base_url: str, paths: Sequence[str], bodies: Sequence[Any], concurrency: int,
-                     rounds: int = 2, warmup: int = 16) -> dict[str, dict[str, float]]:
-    """Load each path in turn, ``rounds`` times (path 1, path 2, ..., then again), so a busy
-    spell on a shared machine does not land on one path only; per path, the median over rounds
-    of requests/s, p50, p95 and p99 (ms), the total count of non-2xx answers, and each round's
-    requests/s (``rounds_requests_per_s``, for ratios paired by round)."""
-    rows: dict[str, list[dict[str, float]]] = {path: [] for path in paths}
+def server_cpu_s(base_url: str, cpu_path: str = "/lab/cpu") -> float:
+    """The server process's CPU time so far (all its threads), from its ``/lab/cpu`` route."""
+    require_loopback(urlsplit(base_url).hostname or "")
+    return float(httpx.get(base_url + cpu_path, timeout=10).json()["process_cpu_s"])
+
+
+def interleaved_sweep(
+    base_url: str,
+    paths: Sequence[str],
+    bodies: Sequence[Any],
+    concurrencies: Sequence[int],
+    rounds: int = 3,
+    warmup: int = 16,
+    cpu_path: str | None = "/lab/cpu",
+) -> list[dict[str, Any]]:
+    """One protocol for a whole load test: in each of ``rounds`` rounds, every concurrency
+    level, and at each level every path in turn, so a busy spell of a shared machine is spread
+    over all of them. One row per (path, concurrency): the medians over rounds of requests/s,
+    p50/p95/p99 (ms), the client's and (with ``cpu_path``) the server's CPU milliseconds per
+    request, each round's requests/s (``rounds_requests_per_s``, for ratios paired by round)
+    and the non-2xx count over all rounds."""
+    if rounds < 1 or not paths or not concurrencies:
+        raise ValueError("interleaved_sweep needs rounds >= 1, a path and a concurrency level.")
     for path in paths:
-        measure_load(base_url + path, bodies[:warmup], min(concurrency, warmup))
+        measure_load(base_url + path, bodies[:warmup], min(max(concurrencies), warmup))
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {
+        (p, c): [] for c in concurrencies for p in paths
+    }
     for _ in range(rounds):
-        for path in paths:
-            rows[path].append(measure_load(base_url + path, bodies, concurrency).row())
-    summary = {}
-    for path, runs in rows.items():
-        summary[path] = {key: statistics.median(run[key] for run in runs)
-                         for key in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms")}
-        summary[path].update(concurrency=concurrency, requests=len(bodies),
-                             non_2xx=sum(run["non_2xx"] for run in runs),
-                             rounds_requests_per_s=[run["requests_per_s"] for run in runs])
-    return summary
+        for concurrency in concurrencies:
+            for path in paths:
+                cpu_before = server_cpu_s(base_url, cpu_path) if cpu_path else math.nan
+                row: dict[str, Any] = measure_load(base_url + path, bodies, concurrency).row()
+                if cpu_path:
+                    row["server_cpu_ms"] = (
+                        1000 * (server_cpu_s(base_url, cpu_path) - cpu_before) / len(bodies)
+                    )
+                runs[(path, concurrency)].append(row)
+    keys = ["requests_per_s", "p50_ms", "p95_ms", "p99_ms", "client_cpu_ms"] + (
+        ["server_cpu_ms"] if cpu_path else []
+    )
+    return [
+        {
+            "path": path,
+            "concurrency": concurrency,
+            "requests": len(bodies),
+            "rounds": rounds,
+            **{key: statistics.median(run[key] for run in rs) for key in keys},
+            "non_2xx": sum(run["non_2xx"] for run in rs),
+            "rounds_requests_per_s": [run["requests_per_s"] for run in rs],
+        }
+        for (path, concurrency), rs in runs.items()
+    ]

@@ -54,20 +54,51 @@ def _terminate(process: subprocess.Popen, timeout_s: float = 5.0) -> None:
 class ServerProcess:
     """``with ServerProcess(artifact) as server: httpx.get(server.url + "/health")``."""
 
-    def __init__(self, artifact: str | Path, style: str = "def", threads: int = 1,
-                 max_batch_size: int = 32, max_wait_ms: float = 5.0, lab_routes: bool = False, device: str = "cpu",
-                 startup_timeout_s: float = 90.0, log_dir: Path = LOG_DIR):
+    def __init__(
+        self,
+        artifact: str | Path,
+        style: str = "def",
+        threads: int = 1,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        lab_routes: bool = False,
+        device: str = "cpu",
+        startup_timeout_s: float = 90.0,
+        log_dir: Path = LOG_DIR,
+    ):
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}"
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"server_{style}_{self.port}.log"
-        command = [sys.executable, "-m", "helpers.serving.server", "--artifact", str(artifact),
-                   "--port", str(self.port), "--style", style, "--threads", str(threads),
-                   "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms),
-                   "--parent-pid", str(os.getpid()), "--device", device] + (["--lab-routes"] if lab_routes else [])
+        command = [
+            sys.executable,
+            "-m",
+            "helpers.serving.server",
+            "--artifact",
+            str(artifact),
+            "--port",
+            str(self.port),
+            "--style",
+            style,
+            "--threads",
+            str(threads),
+            "--max-batch-size",
+            str(max_batch_size),
+            "--max-wait-ms",
+            str(max_wait_ms),
+            "--parent-pid",
+            str(os.getpid()),
+            "--device",
+            device,
+        ] + (["--lab-routes"] if lab_routes else [])
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self._finalizer = weakref.finalize(self, _terminate, self.process)  # also runs at exit
         try:
             self._wait_healthy(startup_timeout_s)
@@ -79,15 +110,19 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"The server exited with code {self.process.returncode}; "
-                                   f"log:\n{self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"The server exited with code {self.process.returncode}; "
+                    f"log:\n{self.log_path.read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"No answer from {self.url}/health within {timeout_s} s; see {self.log_path}.")
+        raise TimeoutError(
+            f"No answer from {self.url}/health within {timeout_s} s; see {self.log_path}."
+        )
 
     @property
     def running(self) -> bool:
@@ -107,6 +142,7 @@ class ServerProcess:
 
 def watch_parent(parent_pid: int, interval_s: float = 0.5) -> threading.Thread:
     """In the child: a daemon thread that ends this process when ``parent_pid`` is gone."""
+
     def watch() -> None:
         while True:
             if os.getppid() != parent_pid:  # re-parented: the parent died
@@ -144,8 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     from helpers.serving.artifact import load_predictor
 
     torch.set_num_threads(args.threads)
-    app = create_app(load_predictor(args.artifact, args.device), args.style,
-                     BatchingConfig(args.max_batch_size, args.max_wait_ms / 1000), args.lab_routes)
+    app = create_app(
+        load_predictor(args.artifact, args.device),
+        args.style,
+        BatchingConfig(args.max_batch_size, args.max_wait_ms / 1000),
+        args.lab_routes,
+    )
     uvicorn.run(app, host=host, port=args.port, log_level="warning", access_log=False)
 
 
