@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.mechanics import LayerRecorder, ListMLP, ModuleListMLP, hook_count
+from helpers.workflow.mechanics import LayerRecorder, ListMLP, ModuleListMLP, hook_count
 
 SIZES = [8, 16, 12, 3]
 
