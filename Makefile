@@ -127,7 +127,7 @@ unit: $(STAMP)  ## pytest on tests/ but the browser test (TESTS="tests/test_x.py
 	$(BIN)/python -m pytest $(or $(TESTS),tests -n 2 -m "not web")
 
 notebooks: $(STAMP)  ## nbval re-execution of every notebook (NB=notebooks/NN_x.ipynb for some)
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -n 2 --dist loadfile \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly $(or $(NB),notebooks)
 
 LAB_ARGS ?=
